@@ -1,0 +1,37 @@
+# Two commands a newcomer needs on a fresh machine (no GPU): `make demo` and `make test`.
+# Both create the virtual environment first if it is missing: pinned versions from
+# constraints.txt, DeepSpeed's CPU shared-memory all-reduce op built once at install time.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum | cut -d' ' -f1)
+
+# CPU runs: DeepSpeed's CPU accelerator, one thread per rank (two ranks on two cores fight
+# otherwise), no hub access (weights and datasets are local or built from configs).
+CPU_ENV := DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
+           TOKENIZERS_PARALLELISM=false PYTHONWARNINGS=ignore::FutureWarning
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt setuptools wheel
+	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt torch
+	DS_BUILD_SHM_COMM=1 $(BIN)/python -m pip install -q --disable-pip-version-check --no-cache-dir \
+	    --no-build-isolation -c constraints.txt deepspeed
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation -c constraints.txt -e '.[test,mpi]'
+	$(BIN)/python -c "import deepspeed.ops.comm.deepspeed_shm_comm_op" 2>/dev/null \
+	    || { echo "DeepSpeed's CPU shm op was not built"; exit 1; }
+	rm -f $(VENV)/.installed-*
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(CPU_ENV) bash launch/cpu.sh configs/demo_cb_adept.yaml
+
+test: $(STAMP)
+	$(CPU_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider tests
+
+clean:
+	rm -rf $(VENV) runs

@@ -1,0 +1,61 @@
+"""The trainable-only artifact: prompt tensors as safetensors + a JSON config, written atomically.
+
+    DIR/prompt.safetensors   the method's tensors (kilobytes)
+    DIR/prompt_config.json   method, hyperparameters, shapes, base model, tokenizer, versions
+A directory is written under a temporary name and renamed into place, so a reader never sees
+a half-written artifact and an existing one is replaced only once the new one is complete.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+WEIGHTS = "prompt.safetensors"
+CONFIG = "prompt_config.json"
+FORMAT_VERSION = 1
+
+
+def write_artifact(out_dir: str | os.PathLike, state: dict[str, torch.Tensor], meta: dict) -> str:
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
+        save_file(tensors, str(tmp / WEIGHTS))
+        meta = {
+            "format_version": FORMAT_VERSION,
+            **meta,
+            "shapes": {k: list(v.shape) for k, v in tensors.items()},
+            "dtypes": {k: str(v.dtype).replace("torch.", "") for k, v in tensors.items()},
+        }
+        (tmp / CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        if out.exists():
+            old = out.with_name(f".{out.name}.old{os.getpid()}")
+            out.rename(old)
+            tmp.rename(out)
+            shutil.rmtree(old)
+        else:
+            tmp.rename(out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return str(out)
+
+
+def read_artifact(artifact_dir: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    path = Path(artifact_dir)
+    if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
+        raise FileNotFoundError(f"{path}: not a prompt artifact (expected {CONFIG} and {WEIGHTS})")
+    try:
+        meta = json.loads((path / CONFIG).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path / CONFIG}: invalid JSON ({err})") from None
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise ValueError(f"{path}: artifact format {meta['format_version']} is newer than this dpt_dist understands")
+    return meta, load_file(str(path / WEIGHTS))

@@ -1,0 +1,169 @@
+"""Run configuration: plain YAML mapped onto dataclasses, with `--section.key value` overrides."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from .prompts import PromptConfig
+
+
+@dataclass
+class ModelConfig:
+    name: str = "tiny-t5"  # hub id, local directory, or a tiny preset (tiny-t5, tiny-llama)
+    dtype: str = "fp32"  # fp32 | bf16  (fp16 is refused on CPU)
+    dropout: float | None = None  # override the backbone's dropout (None keeps the checkpoint's)
+    overrides: dict = field(default_factory=dict)  # tiny presets: config fields, e.g. {d_model: 256}
+    tokenizer_vocab_size: int = 2000  # tiny presets: SentencePiece vocabulary trained on the task text
+
+    def __post_init__(self):
+        if self.dtype not in ("fp32", "bf16", "fp16"):
+            raise ValueError(f"model.dtype must be fp32 or bf16, got {self.dtype!r}")
+
+
+@dataclass
+class TaskConfig:
+    name: str = "cb"
+    data_dir: str | None = None  # local directory of the original files; None loads the hub dataset
+    split_mode: str = "dept"  # dept: the DePT/ADePT protocol splits | official: report on official validation
+    max_source_length: int = 256
+    max_target_length: int = 128
+    max_new_tokens: int | None = None  # generation budget; None uses the task's default
+    max_train_examples: int | None = None
+    max_eval_examples: int | None = None
+
+    def __post_init__(self):
+        if self.split_mode not in ("dept", "official"):
+            raise ValueError(f"task.split_mode must be dept or official, got {self.split_mode!r}")
+
+
+@dataclass
+class TrainConfig:
+    output_dir: str = "runs/default"
+    steps: int = 100
+    batch_size: int = 32  # global batch: micro_batch_size x gradient accumulation x world size
+    micro_batch_size: int = 8
+    prompt_lr: float = 0.3
+    network_lr: float = 1e-4
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-6
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    seed: int = 42
+    log_every: int = 10
+    eval_every: int = 0  # 0: evaluate once, after training
+    eval_batch_size: int = 16
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "micro_batch_size", "eval_batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+
+
+@dataclass
+class DeepSpeedConfig:
+    config: str = "ds_configs/zero3.json"  # a DeepSpeed JSON file (ZeRO stage, offload, ...)
+    overrides: dict = field(default_factory=dict)  # deep-merged into the JSON
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    prompt: PromptConfig = field(default_factory=PromptConfig)
+    task: TaskConfig = field(default_factory=TaskConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+_SECTION_TYPES = {"model": ModelConfig, "prompt": PromptConfig, "task": TaskConfig, "train": TrainConfig, "deepspeed": DeepSpeedConfig}
+
+
+def _set_path(tree: dict, dotted: str, value) -> None:
+    keys = dotted.split(".")
+    node = tree
+    for k in keys[:-1]:
+        node = node.setdefault(k, {})
+        if not isinstance(node, dict):
+            raise ValueError(f"override --{dotted}: {k} is not a section")
+    node[keys[-1]] = value
+
+
+def parse_overrides(args: list[str]) -> dict:
+    """['--train.steps', '10', '--prompt.method=dpt'] -> {'train': {'steps': 10}, 'prompt': {'method': 'dpt'}}."""
+    tree: dict = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or "." not in arg:
+            raise ValueError(f"unexpected argument {arg!r}: overrides look like --section.key value")
+        if "=" in arg:
+            key, raw = arg[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise ValueError(f"override {arg} has no value")
+            key, raw = arg[2:], args[i + 1]
+            i += 2
+        _set_path(tree, key, yaml.safe_load(raw))  # YAML typing: 10 -> int, 1e-4 -> float, null -> None
+    return tree
+
+
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def _coerce(cls, section: str, values: dict) -> dict:
+    """YAML 1.1 reads `1e-4` as a string: convert numbers for float/int fields, clearly or not at all."""
+    types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
+    out = dict(values)
+    for key, value in values.items():
+        kind = types[key].replace(" | None", "")
+        if isinstance(value, str) and kind in ("float", "int"):
+            try:
+                out[key] = float(value) if kind == "float" else int(value)
+            except ValueError:
+                raise ValueError(f"{section}.{key} must be a number, got {value!r}") from None
+        elif isinstance(value, int) and not isinstance(value, bool) and kind == "float":
+            out[key] = float(value)
+    return out
+
+
+def build_config(tree: dict, source: str = "config") -> RunConfig:
+    if not isinstance(tree, dict):
+        raise ValueError(f"{source}: expected a mapping of sections, got {type(tree).__name__}")
+    sections = {}
+    for name, value in tree.items():
+        if name not in _SECTION_TYPES:
+            raise ValueError(f"{source}: unknown section {name!r}; sections are {sorted(_SECTION_TYPES)}")
+        cls = _SECTION_TYPES[name]
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(value or {}) - known
+        if unknown:
+            raise ValueError(f"{source}: unknown key(s) {sorted(unknown)} in section {name!r}; known: {sorted(known)}")
+        try:
+            sections[name] = cls(**_coerce(cls, name, value or {}))
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: {err}") from None
+    return RunConfig(**sections)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    tree: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"config file {path} does not exist")
+        try:
+            tree = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ValueError(f"{path}: invalid YAML ({err})") from None
+    tree = _merge(tree, parse_overrides(overrides or []))
+    return build_config(tree, str(path) if path else "config")

@@ -1,0 +1,90 @@
+"""Tokenisation, world-size-invariant batching, collation and evaluation sharding.
+
+Batching is defined on the *global* batch: the same seed gives the same sequence of global
+batches at any world size, and each rank takes its share of every one. That is what makes a
+1-rank and a 2-rank run of the same configuration follow the same loss trajectory.
+"""
+from __future__ import annotations
+
+import datasets
+import torch
+
+from .model import IGNORE_INDEX
+
+
+def tokenize(ds: datasets.Dataset, tokenizer, encoder_decoder: bool, max_source_length: int, max_target_length: int) -> datasets.Dataset:
+    """Add input_ids / labels (training) and prompt_ids (generation input) columns.
+
+    Encoder-decoder: input = source (+eos), labels = target (+eos).
+    Decoder-only: input = source + target + eos with labels -100 on the source; the generation
+    input is the source alone. The source is truncated, never the target's end-of-sequence.
+    """
+    eos = tokenizer.eos_token_id
+
+    def encode(batch):
+        if encoder_decoder:
+            src = tokenizer(batch["source"], truncation=True, max_length=max_source_length)["input_ids"]
+            tgt = tokenizer(batch["target"], truncation=True, max_length=max_target_length)["input_ids"]
+            return {"input_ids": src, "labels": tgt, "prompt_ids": src}
+        src = tokenizer(batch["source"], add_special_tokens=False, truncation=True, max_length=max_source_length)["input_ids"]
+        tgt = tokenizer(batch["target"], add_special_tokens=False, truncation=True, max_length=max_target_length - 1)["input_ids"]
+        tgt = [t + [eos] for t in tgt]
+        return {
+            "input_ids": [s + t for s, t in zip(src, tgt)],
+            "labels": [[IGNORE_INDEX] * len(s) + t for s, t in zip(src, tgt)],
+            "prompt_ids": src,
+        }
+
+    return ds.map(encode, batched=True, desc="tokenize")
+
+
+def pad(sequences: list[list[int]], value: int, left: bool = False) -> torch.Tensor:
+    width = max(len(s) for s in sequences)
+    rows = [([value] * (width - len(s)) + s) if left else (s + [value] * (width - len(s))) for s in sequences]
+    return torch.tensor(rows, dtype=torch.long)
+
+
+def collate_train(rows: list[dict], pad_id: int) -> dict[str, torch.Tensor]:
+    """Dynamic padding to the longest row of the micro-batch (right side)."""
+    ids = [r["input_ids"] for r in rows]
+    return {
+        "input_ids": pad(ids, pad_id),
+        "attention_mask": pad([[1] * len(s) for s in ids], 0),
+        "labels": pad([r["labels"] for r in rows], IGNORE_INDEX),
+    }
+
+
+def collate_generate(rows: list[dict], pad_id: int, left: bool) -> dict[str, torch.Tensor]:
+    ids = [r["prompt_ids"] for r in rows]
+    return {"input_ids": pad(ids, pad_id, left), "attention_mask": pad([[1] * len(s) for s in ids], 0, left)}
+
+
+def global_batches(num_examples: int, batch_size: int, seed: int):
+    """Endless stream of global batches (index lists): a fresh seeded permutation per epoch,
+    the incomplete tail of an epoch dropped so every global batch has the same size."""
+    if num_examples < batch_size:
+        raise ValueError(f"the training split has {num_examples} examples, fewer than train.batch_size={batch_size}")
+    epoch = 0
+    while True:
+        order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        for start in range(0, num_examples - batch_size + 1, batch_size):
+            yield order[start:start + batch_size]
+        epoch += 1
+
+
+def micro_batches_for_rank(global_batch: list[int], micro_batch_size: int, rank: int, world_size: int) -> list[list[int]]:
+    """This rank's micro-batches of one global batch: contiguous slice, then split by micro size."""
+    per_rank = len(global_batch) // world_size
+    mine = global_batch[rank * per_rank:(rank + 1) * per_rank]
+    return [mine[i:i + micro_batch_size] for i in range(0, per_rank, micro_batch_size)]
+
+
+def eval_shard(num_examples: int, batch_size: int, rank: int, world_size: int) -> list[list[int]]:
+    """Batches of example indices for one rank. Every rank gets the same number of batches
+    (ZeRO-3 generation is collective); short ranks repeat index 0 as filler, which the
+    gather step drops, so every example is scored exactly once."""
+    mine = list(range(rank, num_examples, world_size))
+    per_rank = -(-num_examples // world_size)
+    num_batches = max(1, -(-per_rank // batch_size))
+    mine += [-1] * (num_batches * batch_size - len(mine))  # -1 marks filler
+    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]

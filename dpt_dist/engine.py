@@ -1,0 +1,260 @@
+"""THE DeepSpeed room: distributed start-up, ZeRO-3 loading, deepspeed.initialize, gathering,
+and trainable-state I/O. No other module of dpt_dist imports deepspeed.
+
+Facts this module is built around (REFERENCE §5):
+- Under ZeRO-3 the backbone is created under zero.Init (transformers does it in from_pretrained
+  while an HfDeepSpeedConfig is alive), so no rank ever holds the whole model.
+- A partitioned parameter read outside its module's forward has shape [0]: the embedding table
+  is read under GatheredParameters, trainable state through DeepSpeed's full-fp32 accessors.
+- Prompt tensors are replicated: every rank builds them from the same seed, and after each step
+  their gathered values are identical on every rank.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import json
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.distributed as dist
+
+import deepspeed
+from deepspeed.utils import safe_get_full_fp32_param
+from transformers.integrations import HfDeepSpeedConfig
+
+from .backbone import load_backbone
+from .model import PromptedModel
+from .prompts import PromptConfig, prompt_init_token_ids
+
+_MPI_ENV = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+# ---- process group --------------------------------------------------------------------------
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def setup_distributed(timeout_s: int = 900) -> tuple[int, int]:
+    """Join the process group whichever way we were started: torchrun / deepspeed launcher
+    (env vars), mpirun (DeepSpeed's mpi4py discovery), or a plain single process."""
+    if not dist.is_initialized():
+        if "RANK" not in os.environ and not any(v in os.environ for v in _MPI_ENV):
+            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+        deepspeed.init_distributed(timeout=datetime.timedelta(seconds=timeout_s), verbose=False)
+    return dist.get_rank(), dist.get_world_size()
+
+
+def rank() -> int:
+    return dist.get_rank() if dist.is_initialized() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if dist.is_initialized() else 1
+
+
+def barrier() -> None:
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.barrier()
+
+
+def all_reduce_sum(value: float | int) -> float:
+    t = torch.tensor([float(value)], dtype=torch.float64)
+    if dist.is_initialized() and dist.get_world_size() > 1:
+        dist.all_reduce(t)
+    return t.item()
+
+
+def all_gather_objects(obj) -> list:
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return [obj]
+    out = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+@contextlib.contextmanager
+def main_process_first():
+    """Rank 0 runs the block first (filling caches, writing files), then the others."""
+    if rank() != 0:
+        barrier()
+    try:
+        yield
+    finally:
+        if rank() == 0:
+            barrier()
+
+
+def shutdown() -> None:
+    if dist.is_initialized():
+        dist.destroy_process_group()
+
+
+# ---- DeepSpeed configuration ----------------------------------------------------------------
+def _merge(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_ds_config(path: str, overrides: dict, *, batch_size: int, micro_batch_size: int, dtype: str, grad_clip: float, world: int) -> dict:
+    """The DeepSpeed JSON (ZeRO stage, offload...) plus what the run config decides."""
+    p = Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"deepspeed.config: {p} does not exist")
+    try:
+        cfg = json.loads(p.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"deepspeed.config {p}: invalid JSON ({err})") from None
+    cfg = _merge(cfg, overrides or {})
+    if dtype == "fp16" or cfg.get("fp16", {}).get("enabled"):
+        if not torch.cuda.is_available():
+            raise ValueError("fp16 is not supported on CPU (DeepSpeed refuses it): use model.dtype=bf16 or fp32")
+        raise ValueError("model.dtype=fp16 is not supported: use bf16 (same memory, no loss scaling)")
+    if batch_size % (micro_batch_size * world):
+        raise ValueError(
+            f"train.batch_size={batch_size} must be a multiple of train.micro_batch_size={micro_batch_size} x world size {world}"
+        )
+    cfg.update(
+        train_batch_size=batch_size,
+        train_micro_batch_size_per_gpu=micro_batch_size,
+        gradient_accumulation_steps=batch_size // (micro_batch_size * world),
+        gradient_clipping=grad_clip,
+        bf16={"enabled": dtype == "bf16"},
+        steps_per_print=cfg.get("steps_per_print", 10**9),
+    )
+    cfg.pop("fp16", None)
+    return cfg
+
+
+def zero_stage(ds_config: dict) -> int:
+    return int(ds_config.get("zero_optimization", {}).get("stage", 0))
+
+
+# ---- model construction ---------------------------------------------------------------------
+@dataclass
+class BuiltModel:
+    model: PromptedModel
+    ds_config: dict
+    hf_ds_config: object | None  # must stay alive: transformers consults it (zero.Init, synced_gpus)
+
+
+def gathered(params, modifier_rank: int | None = None):
+    """Full views of (possibly ZeRO-3-partitioned) parameters inside the context."""
+    params = [p for p in params if hasattr(p, "ds_id")]
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank) if params else contextlib.nullcontext()
+
+
+def build_model(backbone_path: str, prompt_config: PromptConfig, ds_config: dict, *, dtype: str, dropout: float | None, tokenizer, seed: int) -> BuiltModel:
+    """Load the frozen backbone (sharded at birth under ZeRO-3) and attach a fresh prompt."""
+    hf_ds = HfDeepSpeedConfig(ds_config) if zero_stage(ds_config) == 3 else None
+    backbone = load_backbone(backbone_path, DTYPES[dtype], dropout)
+    torch.manual_seed(seed)  # same seed on every rank: the prompt starts identical everywhere
+    model = PromptedModel.from_config(backbone, prompt_config)
+    if model.prompt.uses_embedding_init:
+        table = backbone.get_input_embeddings()
+        ids = prompt_init_token_ids(prompt_config, prompt_config.length, tokenizer, table.num_embeddings, seed)
+        if ids is not None:
+            with gathered([table.weight]):
+                rows = table.weight.detach()[torch.tensor(ids)].float().clone()
+            model.prompt.init_from_embeddings(rows)
+    return BuiltModel(model, ds_config, hf_ds)
+
+
+def frozen_shard_fraction(model) -> float:
+    """Share of the frozen weights this rank actually holds (ZeRO-3: about 1 / world size)."""
+    held = total = 0
+    for p in model.parameters():
+        if p.requires_grad:
+            continue
+        full = getattr(p, "ds_numel", p.numel())
+        held += p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()
+        total += full
+    return held / max(total, 1)
+
+
+# ---- training engine ------------------------------------------------------------------------
+def _lr_lambda(warmup: int, total: int):
+    def factor(step: int) -> float:
+        if warmup and step < warmup:
+            return (step + 1) / warmup
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return factor
+
+
+class TrainEngine:
+    """deepspeed.initialize around a PromptedModel, with the two learning-rate groups."""
+
+    def __init__(self, built: BuiltModel, *, prompt_lr: float, network_lr: float, weight_decay: float, adam_eps: float, warmup_steps: int, total_steps: int):
+        self.built = built
+        model = built.model
+        groups: dict[str, list] = {"prompt": [], "network": []}
+        for name, p in model.prompt.named_parameters():
+            groups[model.prompt.lr_group(name)].append(p)
+        lrs = {"prompt": prompt_lr, "network": network_lr}
+        param_groups = [{"params": ps, "lr": lrs[g], "name": g} for g, ps in groups.items() if ps]
+        self.group_names = [g["name"] for g in param_groups]
+        optimizer = torch.optim.AdamW(param_groups, eps=adam_eps, weight_decay=weight_decay, betas=(0.9, 0.999))
+        self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
+            model=model,
+            optimizer=optimizer,
+            lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(warmup_steps, total_steps)),
+            config=built.ds_config,
+        )
+
+    @property
+    def module(self) -> PromptedModel:
+        return self.engine.module
+
+    @property
+    def gradient_accumulation_steps(self) -> int:
+        return self.engine.gradient_accumulation_steps()
+
+    def forward(self, batch: dict):
+        return self.engine(**batch)
+
+    def backward(self, loss: torch.Tensor) -> None:
+        self.engine.backward(loss)
+
+    def step(self) -> None:
+        self.engine.step()
+
+    def learning_rates(self) -> dict[str, float]:
+        return {name: group["lr"] for name, group in zip(self.group_names, self.optimizer.param_groups)}
+
+    def grad_norm(self) -> float | None:
+        norm = self.engine.get_global_grad_norm()
+        return float(norm) if norm is not None else None
+
+    def train(self, mode: bool = True) -> None:
+        self.engine.train(mode)
+
+
+# ---- trainable state I/O --------------------------------------------------------------------
+def trainable_state(model: PromptedModel) -> dict[str, torch.Tensor]:
+    """Full fp32 copies of the prompt tensors, on every rank (a collective under ZeRO-3)."""
+    state = {}
+    for name, p in model.prompt.named_parameters():
+        full = safe_get_full_fp32_param(p) if p.requires_grad else None
+        if full is None:
+            with gathered([p]):
+                full = p.detach().float()
+        state[name] = full.detach().to("cpu", torch.float32).clone()
+    return state
+
+
+def save_artifact(model: PromptedModel, out_dir: str, **metadata) -> str:
+    """Every rank gathers (collective), rank 0 writes atomically, all wait for the file."""
+    state = trainable_state(model)
+    if rank() == 0:
+        model.save_pretrained(out_dir, state_dict=state, **metadata)
+    barrier()
+    return out_dir

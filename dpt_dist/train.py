@@ -1,0 +1,156 @@
+"""The training loop. It does not know which prompt method or which task it runs.
+
+    config -> task splits -> backbone (sharded) + prompt -> DeepSpeed engine
+    -> for each global batch: this rank's micro-batches, forward, backward, step
+    -> evaluation by generation -> trainable-only artifact, metrics JSON, TensorBoard
+The loss of a step is the token-level cross-entropy of the whole global batch: each
+micro-batch's summed loss is divided by the global count of target tokens, so 1 rank and N
+ranks (and any accumulation split) optimise and report exactly the same quantity.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+
+from . import engine
+from .backbone import is_encoder_decoder, is_tiny_preset, load_tokenizer, materialize_tiny
+from .config import RunConfig
+from .data import collate_train, global_batches, micro_batches_for_rank, tokenize
+from .evaluation import evaluate
+from .monitor import Monitor, log, setup_logging, write_json_atomic
+from .tasks import get_task
+
+
+def _limit(ds, n):
+    return ds.select(range(min(n, len(ds)))) if n else ds
+
+
+def prepare_backbone(cfg: RunConfig, splits, out_dir: Path) -> str:
+    """Hub id / local path as given; a tiny preset is materialised once into the run dir."""
+    if not is_tiny_preset(cfg.model.name):
+        return cfg.model.name
+    target = out_dir / "backbone"
+    with engine.main_process_first():
+        if engine.rank() == 0:
+            texts = list(splits["train"]["source"]) + list(splits["train"]["target"])
+            materialize_tiny(cfg.model.name, texts, target, cfg.model.overrides, seed=cfg.train.seed)
+    return str(target.resolve())
+
+
+def run(cfg: RunConfig, dry_run: bool = False, on_step=None) -> dict:
+    """Train, evaluate, save. `on_step(step, train_engine, loss)` runs on every rank after each step."""
+    started = time.time()
+    rank, world = engine.setup_distributed()
+    setup_logging(rank)
+    torch.manual_seed(cfg.train.seed)
+    out_dir = Path(cfg.train.output_dir)
+    task = get_task(cfg.task.name)
+
+    with engine.main_process_first():  # rank 0 fills the datasets cache, the others reuse it
+        splits = task.load(cfg.task)
+    splits["train"] = _limit(splits["train"], cfg.task.max_train_examples)
+    for split in ("validation", "test"):
+        splits[split] = _limit(splits[split], cfg.task.max_eval_examples)
+    backbone_path = prepare_backbone(cfg, splits, out_dir)
+    tokenizer = load_tokenizer(backbone_path)
+    encoder_decoder = is_encoder_decoder(backbone_path)
+    with engine.main_process_first():
+        data = {k: tokenize(v, tokenizer, encoder_decoder, cfg.task.max_source_length, cfg.task.max_target_length) for k, v in splits.items()}
+
+    ds_config = engine.build_ds_config(
+        cfg.deepspeed.config, cfg.deepspeed.overrides, batch_size=cfg.train.batch_size,
+        micro_batch_size=cfg.train.micro_batch_size, dtype=cfg.model.dtype, grad_clip=cfg.train.grad_clip, world=world,
+    )
+    built = engine.build_model(backbone_path, cfg.prompt, ds_config, dtype=cfg.model.dtype, dropout=cfg.model.dropout, tokenizer=tokenizer, seed=cfg.train.seed)
+    model = built.model
+    trainable, total = model.trainable_parameter_summary()
+    log.info(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}")
+    log.info(
+        f"method={cfg.prompt.method} task={task.name} backbone={backbone_path} world_size={world} "
+        f"zero_stage={engine.zero_stage(ds_config)} dtype={cfg.model.dtype} train/val/test={len(data['train'])}/{len(data['validation'])}/{len(data['test'])}"
+    )
+    if dry_run:
+        log.info("dry run: everything built, exiting before training")
+        return {"trainable_params": trainable, "all_params": total, "dry_run": True}
+
+    train_engine = engine.TrainEngine(
+        built, prompt_lr=cfg.train.prompt_lr, network_lr=cfg.train.network_lr, weight_decay=cfg.train.weight_decay,
+        adam_eps=cfg.train.adam_eps, warmup_steps=cfg.train.warmup_steps, total_steps=cfg.train.steps,
+    )
+    gas = train_engine.gradient_accumulation_steps
+    monitor = Monitor(str(out_dir / "tensorboard"), cfg.train.steps, enabled=rank == 0)
+    max_new_tokens = cfg.task.max_new_tokens or task.max_new_tokens
+    train_set, pad_id = data["train"], tokenizer.pad_token_id
+    batches = global_batches(len(train_set), cfg.train.batch_size, cfg.train.seed)
+    losses: list[float] = []
+    evals: list[dict] = []
+
+    def run_eval(step: int, split: str) -> dict:
+        metrics = evaluate(
+            train_engine.module, task, data[split], tokenizer, batch_size=cfg.train.eval_batch_size,
+            max_new_tokens=max_new_tokens, predictions_path=str(out_dir / f"predictions_{split}_step{step}.jsonl"),
+        )
+        if rank == 0:
+            monitor.scalars(step, {f"eval/{split}/{k}": v for k, v in metrics.items()})
+            log.info(f"step {step} {split}: " + ", ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
+        return metrics
+
+    train_engine.train()
+    train_started = time.time()
+    for step in range(1, cfg.train.steps + 1):
+        step_started = time.time()
+        micro = [[train_set[i] for i in mb] for mb in micro_batches_for_rank(next(batches), cfg.train.micro_batch_size, rank, world)]
+        batches_t = [collate_train(rows, pad_id) for rows in micro]
+        global_tokens = engine.all_reduce_sum(sum(model.count_target_tokens(b["labels"]) for b in batches_t))
+        local_loss = 0.0
+        for batch in batches_t:
+            out = train_engine.forward(batch)
+            # DeepSpeed averages gradients over ranks and divides by the accumulation steps:
+            # undo both so the gradient is that of (sum of token losses) / (global tokens).
+            train_engine.backward(out.loss_sum * (world * gas / max(global_tokens, 1.0)))
+            train_engine.step()
+            local_loss += out.loss_sum.item()
+        loss = engine.all_reduce_sum(local_loss) / max(global_tokens, 1.0)
+        losses.append(loss)
+        if on_step is not None:
+            on_step(step, train_engine, loss)
+        lrs = train_engine.learning_rates()
+        monitor.scalars(step, {"train/loss": loss, "train/grad_norm": train_engine.grad_norm(), "train/step_time_s": time.time() - step_started,
+                               **{f"train/lr_{g}": lr for g, lr in lrs.items()}})
+        monitor.advance({"loss": f"{loss:.4f}"})
+        if step % cfg.train.log_every == 0 or step == 1 or step == cfg.train.steps:
+            log.info(f"step {step}/{cfg.train.steps} loss {loss:.4f} " + " ".join(f"lr_{g}={lr:.3g}" for g, lr in lrs.items()))
+        if cfg.train.eval_every and step % cfg.train.eval_every == 0 and step != cfg.train.steps:
+            evals.append({"step": step, "validation": run_eval(step, "validation")})
+    train_seconds = time.time() - train_started
+
+    final = {"step": cfg.train.steps, "validation": run_eval(cfg.train.steps, "validation"), "test": run_eval(cfg.train.steps, "test")}
+    evals.append(final)
+    artifact_dir = str(out_dir / "prompt")
+    engine.save_artifact(
+        model, artifact_dir, base_model=backbone_path, tokenizer=backbone_path, task=task.name,
+        trainable_params=trainable, steps=cfg.train.steps,
+    )
+    monitor.close()
+    result = {
+        "task": task.name, "method": cfg.prompt.method, "backbone": backbone_path, "world_size": world,
+        "zero_stage": engine.zero_stage(ds_config), "dtype": cfg.model.dtype,
+        "trainable_params": trainable, "all_params": total,
+        "train_loss": losses, "evaluations": evals,
+        "validation": final["validation"], "test": final["test"],
+        "train_seconds": train_seconds, "wall_seconds": time.time() - started,
+        "artifact": str(Path(artifact_dir).resolve()), "tensorboard": str((out_dir / "tensorboard").resolve()),
+        "config": cfg.to_dict(),
+    }
+    metrics_path = out_dir / "metrics.json"
+    if rank == 0:
+        write_json_atomic(metrics_path, result)
+        result["metrics"] = str(metrics_path.resolve())
+        log.info(f"held-out test: " + ", ".join(f"{k}={v:.2f}" for k, v in final["test"].items()))
+        log.info(f"metrics:     {result['metrics']}")
+        log.info(f"artifact:    {result['artifact']}")
+        log.info(f"tensorboard: {result['tensorboard']}")
+    engine.barrier()
+    return result

@@ -1,0 +1,117 @@
+"""Unit tests of config parsing, batching, evaluation sharding, splits, metrics and artifacts."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import CB_DIR
+from dpt_dist.config import load_config, parse_overrides
+from dpt_dist.data import eval_shard, global_batches, micro_batches_for_rank
+from dpt_dist.tasks import get_task
+from dpt_dist.tasks.metrics import classification_metrics
+
+
+def test_cli_overrides_are_typed_and_nested():
+    assert parse_overrides(["--train.steps", "10", "--train.prompt_lr=0.5", "--model.dropout", "null"]) == {
+        "train": {"steps": 10, "prompt_lr": 0.5}, "model": {"dropout": None}}
+
+
+def test_yaml_config_with_overrides(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("prompt:\n  method: dpt\n  length: 100\n  rank: 10\ntrain:\n  steps: 5\n  prompt_lr: 3e-1\n")
+    cfg = load_config(path, ["--train.steps", "7", "--train.network_lr", "1e-4"])
+    assert (cfg.prompt.method, cfg.prompt.length, cfg.train.steps) == ("dpt", 100, 7)
+    assert cfg.train.prompt_lr == 0.3 and cfg.train.network_lr == 1e-4  # YAML 1.1 reads 3e-1 as a string
+
+
+@pytest.mark.parametrize("text, message", [
+    ("prompt:\n  method: nope\n", "unknown method 'nope'"),
+    ("train:\n  stepz: 3\n", "unknown key"),
+    ("trian:\n  steps: 3\n", "unknown section 'trian'"),
+    ("prompt: [\n", "invalid YAML"),
+    ("model:\n  dtype: fp8\n", "model.dtype"),
+    ("train:\n  prompt_lr: fast\n", "train.prompt_lr must be a number"),
+])
+def test_bad_config_is_one_clear_error_naming_the_file(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message) as err:
+        load_config(path)
+    assert "bad.yaml" in str(err.value)
+
+
+def test_global_batches_do_not_depend_on_world_size():
+    """Rank shares of a global batch, over all ranks, are exactly that global batch."""
+    stream = global_batches(50, 8, seed=3)
+    for _ in range(10):
+        gb = next(stream)
+        assert len(gb) == 8
+        one = [i for mb in micro_batches_for_rank(gb, 4, 0, 1) for i in mb]
+        two = [i for r in range(2) for mb in micro_batches_for_rank(gb, 4, r, 2) for i in mb]
+        assert one == two == gb
+
+
+def test_every_epoch_visits_distinct_examples():
+    stream = global_batches(16, 8, seed=0)
+    epoch = next(stream) + next(stream)
+    assert sorted(epoch) == list(range(16))
+
+
+@pytest.mark.parametrize("n, batch, world", [(7, 2, 2), (28, 16, 2), (1, 4, 2), (10, 3, 1)])
+def test_eval_shards_cover_every_example_once_with_equal_call_counts(n, batch, world):
+    shards = [eval_shard(n, batch, r, world) for r in range(world)]
+    assert len({len(s) for s in shards}) == 1  # same number of generate calls on every rank
+    seen = [i for s in shards for b in s for i in b if i >= 0]
+    assert sorted(seen) == list(range(n))
+
+
+def test_cb_dept_split_is_28_28_and_deterministic():
+    from dpt_dist.config import TaskConfig
+
+    cfg = TaskConfig(name="cb", data_dir=str(CB_DIR))
+    a, b = get_task("cb").load(cfg), get_task("cb").load(cfg)
+    assert (len(a["train"]), len(a["validation"]), len(a["test"])) == (250, 28, 28)
+    assert list(a["test"]["source"]) == list(b["test"]["source"])
+    assert set(a["validation"]["source"]).isdisjoint(a["test"]["source"])
+    row = json.loads((CB_DIR / "train.jsonl").read_text().splitlines()[0])
+    assert a["train"][0] == {"source": f"premise: {row['premise']} hypothesis: {row['hypothesis']}", "target": row["label"]}
+
+
+def test_cb_bad_label_names_file_and_row(tmp_path):
+    from dpt_dist.config import TaskConfig
+
+    rows = (CB_DIR / "train.jsonl").read_text().splitlines()[:3]
+    broken = json.loads(rows[1])
+    broken["label"] = "maybe"
+    (tmp_path / "train.jsonl").write_text("\n".join([rows[0], json.dumps(broken), rows[2]]) + "\n")
+    (tmp_path / "val.jsonl").write_text((CB_DIR / "val.jsonl").read_text())
+    with pytest.raises(ValueError, match=r"task cb: row 1: label 'maybe'"):
+        get_task("cb").load(TaskConfig(name="cb", data_dir=str(tmp_path)))
+
+
+def test_unknown_task_lists_the_known_ones():
+    with pytest.raises(ValueError, match="known tasks: cb"):
+        get_task("nope")
+
+
+def test_classification_metrics_by_hand():
+    m = classification_metrics(["entailment", "neutral", "garbage!", "Contradiction "],
+                               ["entailment", "contradiction", "neutral", "contradiction"],
+                               ["entailment", "contradiction", "neutral"], macro_f1=True)
+    assert m["accuracy"] == 50.0
+    # per class F1: entailment 1.0, contradiction P=1 R=.5 -> 2/3, neutral P=0 R=0 -> 0
+    assert m["macro_f1"] == pytest.approx(100 * (1 + 2 / 3 + 0) / 3)
+
+
+def test_artifact_write_is_atomic_and_replaces_whole(tmp_path):
+    import torch
+
+    from dpt_dist.artifact import read_artifact, write_artifact
+
+    target = tmp_path / "prompt"
+    write_artifact(target, {"w": torch.ones(2)}, {"prompt": {}})
+    write_artifact(target, {"w": torch.zeros(3)}, {"prompt": {}, "tag": 2})
+    meta, state = read_artifact(target)
+    assert meta["tag"] == 2 and state["w"].tolist() == [0, 0, 0]
+    assert [p.name for p in tmp_path.iterdir()] == ["prompt"]  # no temp directories left behind
