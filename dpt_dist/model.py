@@ -49,7 +49,9 @@ class PromptedModel(nn.Module):
     # ---- construction / persistence (PEFT-style API) -------------------------------------
     @classmethod
     def from_config(cls, backbone: nn.Module, config: PromptConfig) -> "PromptedModel":
-        return cls(backbone, build_prompt(config, backbone.get_input_embeddings().embedding_dim))
+        prompt = build_prompt(config, backbone.get_input_embeddings().embedding_dim)
+        # Same dtype as the backbone (bf16 runs: DeepSpeed keeps the fp32 master copy in the optimizer).
+        return cls(backbone, prompt.to(backbone.dtype))
 
     @classmethod
     def from_pretrained(cls, backbone: nn.Module, artifact_dir: str) -> "PromptedModel":

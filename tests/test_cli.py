@@ -61,3 +61,20 @@ def test_every_method_clearly_lowers_the_training_loss_on_cb(tmp_path, tiny_back
     loss = json.loads((out / "metrics.json").read_text())["train_loss"]
     first, last = sum(loss[:5]) / 5, sum(loss[-5:]) / 5
     assert last < 0.8 * first, f"{method}: loss {first:.3f} -> {last:.3f}"
+
+
+@pytest.mark.parametrize("ds_config, dtype", [
+    ("zero0.json", "fp32"), ("zero1.json", "fp32"), ("zero2.json", "bf16"), ("zero3.json", "bf16"), ("zero3_offload.json", "fp32"),
+])
+def test_every_zero_stage_trains_and_saves_a_kilobyte_artifact(tmp_path, tiny_backbones, ds_config, dtype):
+    """Stages 0-2 keep T5's tied embeddings in DeepSpeed checkpoints; our artifact never does."""
+    out = tmp_path / "run"
+    launch(2, train_args(out, tiny_backbones["t5-10m"], "--deepspeed.config", f"ds_configs/{ds_config}", "--model.dtype", dtype), timeout=240)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["zero_stage"] == int(ds_config[4]) and metrics["dtype"] == dtype
+    assert all(x == x for x in metrics["train_loss"])  # finite
+    size = sum(f.stat().st_size for f in (out / "prompt").iterdir())
+    assert size < 100_000, f"{ds_config}: artifact is {size} bytes"
+    meta = json.loads((out / "prompt" / "prompt_config.json").read_text())
+    assert meta["prompt"]["method"] == "adept" and meta["base_model"] == tiny_backbones["t5-10m"]
+    assert meta["dtypes"] == {k: "float32" for k in meta["shapes"]}  # fp32 master weights even in bf16
