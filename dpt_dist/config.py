@@ -113,10 +113,10 @@ def parse_overrides(args: list[str]) -> dict:
     return tree
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def deep_merge(base: dict, extra: dict) -> dict:
     out = dict(base)
     for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
 
 
@@ -165,5 +165,5 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             tree = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: invalid YAML ({err})") from None
-    tree = _merge(tree, parse_overrides(overrides or []))
+    tree = deep_merge(tree, parse_overrides(overrides or []))
     return build_config(tree, str(path) if path else "config")

@@ -27,6 +27,7 @@ from deepspeed.utils import safe_get_full_fp32_param
 from transformers.integrations import HfDeepSpeedConfig
 
 from .backbone import load_backbone
+from .config import deep_merge
 from .model import PromptedModel
 from .prompts import PromptConfig, prompt_init_token_ids
 
@@ -97,13 +98,6 @@ def shutdown() -> None:
 
 
 # ---- DeepSpeed configuration ----------------------------------------------------------------
-def _merge(base: dict, extra: dict) -> dict:
-    out = dict(base)
-    for k, v in extra.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
-
-
 def build_ds_config(path: str, overrides: dict, *, batch_size: int, micro_batch_size: int, dtype: str, grad_clip: float, world: int) -> dict:
     """The DeepSpeed JSON (ZeRO stage, offload...) plus what the run config decides."""
     p = Path(path)
@@ -113,7 +107,7 @@ def build_ds_config(path: str, overrides: dict, *, batch_size: int, micro_batch_
         cfg = json.loads(p.read_text())
     except json.JSONDecodeError as err:
         raise ValueError(f"deepspeed.config {p}: invalid JSON ({err})") from None
-    cfg = _merge(cfg, overrides or {})
+    cfg = deep_merge(cfg, overrides or {})
     if dtype == "fp16" or cfg.get("fp16", {}).get("enabled"):
         if not torch.cuda.is_available():
             raise ValueError("fp16 is not supported on CPU (DeepSpeed refuses it): use model.dtype=bf16 or fp32")

@@ -148,7 +148,7 @@ def run(cfg: RunConfig, dry_run: bool = False, on_step=None) -> dict:
     if rank == 0:
         write_json_atomic(metrics_path, result)
         result["metrics"] = str(metrics_path.resolve())
-        log.info(f"held-out test: " + ", ".join(f"{k}={v:.2f}" for k, v in final["test"].items()))
+        log.info("held-out test: " + ", ".join(f"{k}={v:.2f}" for k, v in final["test"].items()))
         log.info(f"metrics:     {result['metrics']}")
         log.info(f"artifact:    {result['artifact']}")
         log.info(f"tensorboard: {result['tensorboard']}")

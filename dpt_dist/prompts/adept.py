@@ -14,8 +14,6 @@ from .base import PromptMethod, PromptTable, register
 @register("adept")
 class AdaptiveDecomposedPromptTuning(PromptMethod):
     has_offset = True
-    uses_embedding_init = True
-
     def __init__(self, config, embed_dim):
         super().__init__(config, embed_dim)
         self.prompt = PromptTable(config.length, embed_dim)
@@ -25,10 +23,6 @@ class AdaptiveDecomposedPromptTuning(PromptMethod):
         nn.init.zeros_(self.down.bias)
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
-
-    def init_from_embeddings(self, rows: torch.Tensor) -> None:
-        with torch.no_grad():
-            self.prompt.weight.copy_(rows)
 
     def offset(self, embeds: torch.Tensor) -> torch.Tensor:
         return self.up(torch.relu(self.dropout(self.down(embeds))))

@@ -77,7 +77,6 @@ class PromptMethod(nn.Module):
 
     method_name: str = ""
     has_offset: bool = False  # does forward change the input embeddings?
-    uses_embedding_init: bool = False  # does a soft-prompt table want vocab/text init?
 
     def __init__(self, config: PromptConfig, embed_dim: int):
         super().__init__()
@@ -93,9 +92,17 @@ class PromptMethod(nn.Module):
         "network" (offset networks / matrices, e.g. ADePT's FFN at 1e-4 next to a 3e-1 prompt)."""
         return "prompt" if param_name.startswith("prompt.") else "network"
 
+    @property
+    def uses_embedding_init(self) -> bool:
+        """Methods whose prompt is a plain table (`self.prompt`) take vocab / text init."""
+        return isinstance(getattr(self, "prompt", None), PromptTable)
+
     def init_from_embeddings(self, rows: torch.Tensor) -> None:
         """Initialise the soft-prompt table from embedding rows [l, d] (vocab or text init)."""
-        raise NotImplementedError(f"{self.method_name} has no embedding-initialised prompt table")
+        if not self.uses_embedding_init:
+            raise NotImplementedError(f"{self.method_name} has no embedding-initialised prompt table")
+        with torch.no_grad():
+            self.prompt.weight.copy_(rows)
 
     def effective_prompt(self) -> torch.Tensor:
         """The l x d matrix actually prepended (used for export and the rank spectrum)."""

@@ -16,8 +16,6 @@ from .base import PromptMethod, PromptTable, register
 @register("dept")
 class DecomposedPromptTuningDePT(PromptMethod):
     has_offset = True
-    uses_embedding_init = True
-
     def __init__(self, config, embed_dim):
         super().__init__(config, embed_dim)
         self.prompt = PromptTable(config.length, embed_dim)
@@ -25,10 +23,6 @@ class DecomposedPromptTuningDePT(PromptMethod):
         self.B = nn.Parameter(torch.zeros(config.rank, embed_dim))
         nn.init.kaiming_uniform_(self.A, a=math.sqrt(5))
         self.scale = config.alpha / math.sqrt(config.rank)
-
-    def init_from_embeddings(self, rows: torch.Tensor) -> None:
-        with torch.no_grad():
-            self.prompt.weight.copy_(rows)
 
     def forward(self, input_embeds, token_mask, positions):
         L = self.config.max_positions

@@ -2,7 +2,6 @@
 
 Parameters: l*d + (d*k + k) + (k*d + d) + 2*d  (table, down, up, LayerNorm).
 """
-import torch
 from torch import nn
 
 from .base import PromptMethod, PromptTable, register
@@ -10,17 +9,11 @@ from .base import PromptMethod, PromptTable, register
 
 @register("residual")
 class ResidualPromptTuning(PromptMethod):
-    uses_embedding_init = True
-
     def __init__(self, config, embed_dim):
         super().__init__(config, embed_dim)
         self.prompt = PromptTable(config.length, embed_dim)
         self.mlp = nn.Sequential(nn.Linear(embed_dim, config.hidden), nn.ReLU(), nn.Linear(config.hidden, embed_dim))
         self.norm = nn.LayerNorm(embed_dim)
-
-    def init_from_embeddings(self, rows: torch.Tensor) -> None:
-        with torch.no_grad():
-            self.prompt.weight.copy_(rows)
 
     def lr_group(self, param_name):
         return "prompt"  # every tensor here builds the prompt; the paper trains them at one lr
