@@ -48,9 +48,12 @@ def main(argv: list[str] | None = None) -> int:
         run(cfg, dry_run=args.dry_run)
     except (ValueError, FileNotFoundError) as err:
         print(f"dpt-dist: error: {err}", file=sys.stderr)
+        engine.shutdown(together=False)
         return 2
-    finally:
-        engine.shutdown()
+    except BaseException:
+        engine.shutdown(together=False)
+        raise
+    engine.shutdown()
     return 0
 
 

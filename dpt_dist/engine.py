@@ -92,9 +92,15 @@ def main_process_first():
             barrier()
 
 
-def shutdown() -> None:
+def shutdown(together: bool = True) -> None:
+    """Leave together (a barrier first) so no rank tears its process group down while another
+    still uses it. After an error the other ranks may be gone: then do not wait for them."""
     if dist.is_initialized():
-        dist.destroy_process_group()
+        try:
+            if together:
+                barrier()
+        finally:
+            dist.destroy_process_group()
 
 
 # ---- DeepSpeed configuration ----------------------------------------------------------------
