@@ -47,16 +47,15 @@ def launch(nproc: int, argv: list[str], timeout: int, launcher: str = "torchrun"
     """Run a command on `nproc` CPU ranks; fail the test (not hang it) after `timeout` seconds."""
     if launcher == "torchrun":
         cmd = [str(BIN / "torchrun"), "--standalone", f"--nproc_per_node={nproc}", *argv]
-    elif launcher == "deepspeed":
-        cmd = [str(BIN / "deepspeed"), f"--num_gpus={nproc}", "--master_port", str(_free_port()), *argv]
+    elif launcher == "deepspeed":  # `-m pkg` becomes the launcher's `--module pkg`
+        module = ["--module", *argv[1:]] if argv[0] == "-m" else argv
+        cmd = [str(BIN / "deepspeed"), f"--num_gpus={nproc}", "--master_port", str(_free_port()), *module]
     elif launcher == "mpirun":
         cmd = [str(BIN / "mpirun"), "-n", str(nproc), *([str(BIN / "python")] if argv[0].endswith(".py") or argv[0] == "-m" else []), *argv]
     elif launcher == "python":
         cmd = [str(BIN / "python"), *argv]
     else:
         raise ValueError(launcher)
-    if launcher == "deepspeed" and argv[0] == "-m":
-        cmd = [str(BIN / "deepspeed"), f"--num_gpus={nproc}", "--master_port", str(_free_port()), "--module", *argv[1:]]
     env = {**os.environ, **TEST_ENV, "PYTHONPATH": str(ROOT)}
     try:
         proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, start_new_session=True)

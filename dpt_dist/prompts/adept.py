@@ -14,6 +14,7 @@ from .base import PromptMethod, PromptTable, register
 @register("adept")
 class AdaptiveDecomposedPromptTuning(PromptMethod):
     has_offset = True
+
     def __init__(self, config, embed_dim):
         super().__init__(config, embed_dim)
         self.prompt = PromptTable(config.length, embed_dim)

@@ -16,6 +16,7 @@ from .base import PromptMethod, PromptTable, register
 @register("dept")
 class DecomposedPromptTuningDePT(PromptMethod):
     has_offset = True
+
     def __init__(self, config, embed_dim):
         super().__init__(config, embed_dim)
         self.prompt = PromptTable(config.length, embed_dim)
