@@ -25,11 +25,15 @@ class ModelConfig:
 
 @dataclass
 class TaskConfig:
-    name: str = "cb"
+    name: str = "cb"  # `dpt-dist tasks` lists them
     data_dir: str | None = None  # local directory of the original files; None loads the hub dataset
+    files: dict = field(default_factory=dict)  # per official split, a file path (overrides data_dir), e.g. {train: a.jsonl}
+    subset: str | None = None  # WinoGrande training size (xs, s, m, l, xl; default xl)
     split_mode: str = "dept"  # dept: the DePT/ADePT protocol splits | official: report on official validation
-    max_source_length: int = 256
-    max_target_length: int = 128
+    validation_size: int = 1000  # large tasks: training rows moved to validation (DePT protocol)
+    split_seed: int = 42  # the protocol's shuffle seed
+    max_source_length: int | None = None  # None: the task's default (256; MultiRC 348; MRQA, ReCoRD 512)
+    max_target_length: int | None = None  # None: the task's default
     max_new_tokens: int | None = None  # generation budget; None uses the task's default
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
@@ -37,12 +41,21 @@ class TaskConfig:
     def __post_init__(self):
         if self.split_mode not in ("dept", "official"):
             raise ValueError(f"task.split_mode must be dept or official, got {self.split_mode!r}")
+        if not isinstance(self.files, dict):
+            raise ValueError(f"task.files must be a mapping of split name to file path, got {self.files!r}")
+        unknown = set(self.files) - {"train", "validation", "test", "validation_matched", "validation_mismatched"}
+        if unknown:
+            raise ValueError(f"task.files: unknown split(s) {sorted(unknown)}; use train, validation, test "
+                             "(MNLI: validation_matched, validation_mismatched)")
+        if self.validation_size < 1:
+            raise ValueError(f"task.validation_size must be >= 1, got {self.validation_size}")
 
 
 @dataclass
 class TrainConfig:
     output_dir: str = "runs/default"
     steps: int = 100
+    epochs: float | None = None  # if set, replaces steps: epochs x (training rows // batch_size)
     batch_size: int = 32  # global batch: micro_batch_size x gradient accumulation x world size
     micro_batch_size: int = 8
     prompt_lr: float = 0.3
@@ -53,13 +66,19 @@ class TrainConfig:
     grad_clip: float = 1.0
     seed: int = 42
     log_every: int = 10
-    eval_every: int = 0  # 0: evaluate once, after training
+    eval_every: int = 0  # validation every N steps (0: once, after training); the best is kept
+    early_stopping_patience: int = 0  # stop after N evaluations without improvement (0: never)
     eval_batch_size: int = 16
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "micro_batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("eval_every", "early_stopping_patience"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.epochs is not None and self.epochs <= 0:
+            raise ValueError(f"train.epochs must be > 0, got {self.epochs}")
 
 
 @dataclass
@@ -153,6 +172,21 @@ def build_config(tree: dict, source: str = "config") -> RunConfig:
         except (TypeError, ValueError) as err:
             raise ValueError(f"{source}: {err}") from None
     return RunConfig(**sections)
+
+
+PRESET_DIR = Path(__file__).parent / "presets"
+
+
+def preset_path(name_or_path: str) -> Path:
+    """A YAML path as given, or the preset of that name (dpt_dist/presets/NAME.yaml)."""
+    path = Path(name_or_path)
+    if path.is_file() or path.suffix in (".yaml", ".yml") or "/" in name_or_path:
+        return path
+    preset = PRESET_DIR / f"{name_or_path}.yaml"
+    if preset.is_file():
+        return preset
+    known = ", ".join(sorted(p.stem for p in PRESET_DIR.glob("*.yaml")))
+    raise FileNotFoundError(f"{name_or_path!r} is neither a config file nor a preset; presets: {known}")
 
 
 def load_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

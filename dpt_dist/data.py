@@ -12,21 +12,26 @@ import torch
 from .model import IGNORE_INDEX
 
 
-def tokenize(ds: datasets.Dataset, tokenizer, encoder_decoder: bool, max_source_length: int, max_target_length: int) -> datasets.Dataset:
+def tokenize(ds: datasets.Dataset, tokenizer, encoder_decoder: bool, max_source_length: int, max_target_length: int,
+             fit_source=None) -> datasets.Dataset:
     """Add input_ids / labels (training) and prompt_ids (generation input) columns.
 
     Encoder-decoder: input = source (+eos), labels = target (+eos).
     Decoder-only: input = source + target + eos with labels -100 on the source; the generation
     input is the source alone. The source is truncated, never the target's end-of-sequence.
+    `fit_source(batch, tokenizer, max_source_length)` may first rewrite over-long sources (MRQA
+    training keeps the window around the answer). datasets caches the result: the same data
+    and tokenizer are tokenised once, not once per rank or per run.
     """
     eos = tokenizer.eos_token_id
 
     def encode(batch):
+        sources = fit_source(batch, tokenizer, max_source_length) if fit_source else batch["source"]
         if encoder_decoder:
-            src = tokenizer(batch["source"], truncation=True, max_length=max_source_length)["input_ids"]
+            src = tokenizer(sources, truncation=True, max_length=max_source_length)["input_ids"]
             tgt = tokenizer(batch["target"], truncation=True, max_length=max_target_length)["input_ids"]
             return {"input_ids": src, "labels": tgt, "prompt_ids": src}
-        src = tokenizer(batch["source"], add_special_tokens=False, truncation=True, max_length=max_source_length)["input_ids"]
+        src = tokenizer(sources, add_special_tokens=False, truncation=True, max_length=max_source_length)["input_ids"]
         tgt = tokenizer(batch["target"], add_special_tokens=False, truncation=True, max_length=max_target_length - 1)["input_ids"]
         tgt = [t + [eos] for t in tgt]
         return {

@@ -80,6 +80,15 @@ def all_gather_objects(obj) -> list:
     return out
 
 
+def broadcast_object(obj):
+    """Rank 0's value of `obj` on every rank (decisions made from rank-0-only metrics)."""
+    if not dist.is_initialized() or dist.get_world_size() == 1:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
 @contextlib.contextmanager
 def main_process_first():
     """Rank 0 runs the block first (filling caches, writing files), then the others."""
@@ -107,6 +116,9 @@ def shutdown(together: bool = True) -> None:
 def build_ds_config(path: str, overrides: dict, *, batch_size: int, micro_batch_size: int, dtype: str, grad_clip: float, world: int) -> dict:
     """The DeepSpeed JSON (ZeRO stage, offload...) plus what the run config decides."""
     p = Path(path)
+    shipped = Path(__file__).resolve().parents[1] / "ds_configs" / p.name
+    if not p.is_file() and not p.is_absolute() and shipped.is_file():
+        p = shipped  # the repo's ds_configs/, when run from another directory
     if not p.is_file():
         raise FileNotFoundError(f"deepspeed.config: {p} does not exist")
     try:
@@ -251,9 +263,23 @@ def trainable_state(model: PromptedModel) -> dict[str, torch.Tensor]:
     return state
 
 
-def save_artifact(model: PromptedModel, out_dir: str, **metadata) -> str:
-    """Every rank gathers (collective), rank 0 writes atomically, all wait for the file."""
-    state = trainable_state(model)
+@torch.no_grad()
+def load_trainable_state(model: PromptedModel, state: dict[str, torch.Tensor]) -> None:
+    """Put saved prompt values back into the module (e.g. the best checkpoint, for the final
+    test evaluation). Every rank calls it; under ZeRO-3 rank 0's copy is re-partitioned."""
+    params = dict(model.prompt.named_parameters())
+    missing = set(params) - set(state)
+    if missing:
+        raise ValueError(f"trainable state lacks {sorted(missing)}")
+    for name, p in params.items():
+        with gathered([p], modifier_rank=0):
+            p.data.copy_(state[name].to(p.dtype))
+
+
+def save_artifact(model: PromptedModel, out_dir: str, state: dict[str, torch.Tensor] | None = None, **metadata) -> str:
+    """Every rank gathers (collective) unless `state` is given, rank 0 writes atomically, all
+    wait for the file."""
+    state = trainable_state(model) if state is None else state
     if rank() == 0:
         model.save_pretrained(out_dir, state_dict=state, **metadata)
     barrier()

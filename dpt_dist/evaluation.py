@@ -3,6 +3,8 @@
 Every rank generates for its shard with synced_gpus and makes the same number of generate
 calls (a rank that stopped early would leave the others waiting for its parameter shards
 forever); predictions are gathered, filler rows dropped, and each example scored exactly once.
+Examples are sharded in order of length, so a batch holds inputs of similar length (little
+padding) and every rank gets a similar mix.
 """
 from __future__ import annotations
 
@@ -23,9 +25,12 @@ def generate_predictions(model, dataset, tokenizer, *, batch_size: int, max_new_
     model.eval()
     left = not model.is_encoder_decoder
     mine: list[tuple[int, str]] = []
+    lengths = [len(ids) for ids in dataset["prompt_ids"]]
+    by_length = sorted(range(len(dataset)), key=lambda i: (-lengths[i], i))
     try:
-        for indices in eval_shard(len(dataset), batch_size, rank, world):
-            rows = [dataset[i if i >= 0 else 0] for i in indices]
+        for positions in eval_shard(len(dataset), batch_size, rank, world):
+            indices = [by_length[p] if p >= 0 else -1 for p in positions]
+            rows = [dataset[i if i >= 0 else by_length[-1]] for i in indices]  # filler: the shortest
             batch = collate_generate(rows, tokenizer.pad_token_id, left=left)
             out = model.generate(
                 **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
@@ -55,8 +60,10 @@ def evaluate(model, task, dataset, tokenizer, *, batch_size: int, max_new_tokens
         path = Path(predictions_path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
+        extras = [c for c in ("answers", "group", "dataset") if c in dataset.column_names]
         with tmp.open("w") as f:
             for ex, pred in zip(dataset, predictions):
-                f.write(json.dumps({"input": ex["source"], "target": ex["target"], "prediction": pred}) + "\n")
+                row = {"input": ex["source"], "target": ex["target"], "prediction": pred, **{c: ex[c] for c in extras}}
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
         os.replace(tmp, path)
     return metrics

@@ -23,7 +23,7 @@ BIN = Path(sys.executable).parent
 
 def cb_texts() -> list[str]:
     rows = [json.loads(l) for l in (CB_DIR / "train.jsonl").read_text().splitlines()]
-    return [f"premise: {r['premise']} hypothesis: {r['hypothesis']}" for r in rows] + [r["label"] for r in rows]
+    return [f"premise: {r['premise']} hypothesis: {r['hypothesis']}" for r in rows] + ["0", "1", "2"] * 20
 
 
 @pytest.fixture(scope="session")

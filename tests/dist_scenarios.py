@@ -105,9 +105,35 @@ def artifact(args) -> dict:
     }
 
 
+def evaluation(args) -> dict:
+    """Train 2 steps, then evaluate CB's whole official validation set (56 rows: not a multiple
+    of 2 x 5) under ZeRO-3, counting the generate calls and rows of every rank."""
+    from dpt_dist.data import tokenize
+    from dpt_dist.evaluation import evaluate
+    from dpt_dist.tasks import get_task, load_splits
+
+    captured = {}
+    cfg = build_config(run_config(args.backbones[0], "adept", f"{args.workdir}/eval", args.steps))
+    run(cfg, on_step=lambda step, e, loss: captured.update(engine=e))
+    model = captured["engine"].module
+    tokenizer = load_tokenizer(args.backbones[0])
+    cfg.task.split_mode = "official"
+    validation = load_splits(get_task("cb"), cfg.task)["validation"]
+    data = tokenize(validation, tokenizer, True, 64, 16)
+    calls = []
+    generate = model.generate
+    model.generate = lambda **kw: calls.append(int(kw["input_ids"].shape[0])) or generate(**kw)
+    path = f"{args.workdir}/eval/predictions.jsonl"
+    metrics = evaluate(model, get_task("cb"), data, tokenizer, batch_size=5, max_new_tokens=3, predictions_path=path)
+    engine.barrier()
+    predictions = [json.loads(line) for line in open(path)] if engine.rank() == 0 else []
+    return {"n": len(data), "metrics": metrics, "predictions": predictions,
+            "calls_per_rank": engine.all_gather_objects(len(calls)), "rows_per_rank": engine.all_gather_objects(sum(calls))}
+
+
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("scenario", choices=["training", "artifact"])
+    parser.add_argument("scenario", choices=["training", "artifact", "evaluation"])
     parser.add_argument("--out", required=True)
     parser.add_argument("--workdir", required=True)
     parser.add_argument("--backbones", nargs="+", required=True)
@@ -115,7 +141,7 @@ def main():
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
     engine.setup_distributed(timeout_s=300)
-    result = {"training": training, "artifact": artifact}[args.scenario](args)
+    result = {"training": training, "artifact": artifact, "evaluation": evaluation}[args.scenario](args)
     result_all = {"world_size": engine.world_size(), "result": result}
     if engine.rank() == 0:
         with open(args.out, "w") as f:

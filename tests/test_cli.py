@@ -78,3 +78,82 @@ def test_every_zero_stage_trains_and_saves_a_kilobyte_artifact(tmp_path, tiny_ba
     meta = json.loads((out / "prompt" / "prompt_config.json").read_text())
     assert meta["prompt"]["method"] == "adept" and meta["base_model"] == tiny_backbones["t5-10m"]
     assert meta["dtypes"] == {k: "float32" for k in meta["shapes"]}  # fp32 master weights even in bf16
+
+
+def read_scalars(tb_dir) -> dict[str, list[tuple[int, float]]]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(tb_dir))
+    acc.Reload()
+    return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
+
+
+def assert_whole_loop(out, metric_names, steps, eval_every):
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["steps_run"] == steps
+    assert [e["step"] for e in metrics["evaluations"]] == list(range(eval_every, steps + 1, eval_every))
+    best = max(metrics["evaluations"], key=lambda e: (e["validation"][metric_names[0]], -e["step"]))
+    assert metrics["best_step"] == best["step"] and metrics["validation"] == best["validation"]
+    assert set(metric_names) <= set(metrics["test"])
+    assert (out / "prompt" / "prompt.safetensors").is_file()
+    assert json.loads((out / "prompt" / "prompt_config.json").read_text())["steps"] == metrics["best_step"]
+    assert (out / "predictions" / f"test_step{metrics['best_step']}.jsonl").is_file()
+    scalars = read_scalars(out / "tensorboard")
+    first = metric_names[0]
+    assert [s for s, _ in scalars[f"eval/validation/{first}"]] == [e["step"] for e in metrics["evaluations"]]
+    assert scalars[f"eval/test/{first}"] == [(metrics["best_step"], pytest.approx(metrics["test"][first], abs=1e-4))]
+    return metrics
+
+
+def test_train_runs_the_whole_loop_on_cb_over_two_ranks(tmp_path, tiny_backbones):
+    out = tmp_path / "cb"
+    launch(2, train_args(out, tiny_backbones["t5"], "--train.steps", "6", "--train.eval_every", "2"), timeout=300)
+    metrics = assert_whole_loop(out, ["accuracy", "macro_f1"], steps=6, eval_every=2)
+    assert len(metrics["train_loss"]) == 6
+
+
+def test_train_runs_the_whole_loop_on_squad_over_two_ranks(tmp_path, tiny_backbones):
+    """MRQA on a subset of the real SQuAD dev file: 30 contexts to train on, 6 more to test on."""
+    import gzip
+
+    lines = gzip.open(ROOT / "data/mrqa/dev/SQuAD.jsonl.gz", "rt").read().splitlines()
+    (tmp_path / "train.jsonl").write_text("\n".join(lines[:31]) + "\n")  # header + 30 contexts
+    (tmp_path / "dev.jsonl").write_text("\n".join([lines[0], *lines[31:37]]) + "\n")
+    out = tmp_path / "squad"
+    launch(2, train_args(out, tiny_backbones["t5"], "--task.name", "squad", "--task.data_dir", "null",
+                         "--task.files.train", str(tmp_path / "train.jsonl"), "--task.files.validation", str(tmp_path / "dev.jsonl"),
+                         "--task.validation_size", "8", "--task.max_new_tokens", "8", "--task.max_source_length", "96",
+                         "--train.steps", "4", "--train.eval_every", "2"), timeout=300)
+    metrics = assert_whole_loop(out, ["f1", "em", "span_share"], steps=4, eval_every=2)
+    assert metrics["config"]["task"]["name"] == "squad"
+    rows = [json.loads(line) for line in (out / "predictions" / f"test_step{metrics['best_step']}.jsonl").read_text().splitlines()]
+    assert len(rows) == 4 and all(r["answers"] and r["input"].startswith("question: ") for r in rows)
+
+
+def test_early_stopping_ends_training_after_patience_evaluations_without_improvement(tmp_path, tiny_backbones):
+    out = tmp_path / "stop"
+    # learning rates 0: the validation score can never improve after the first evaluation
+    launch(1, train_args(out, tiny_backbones["t5"], "--train.steps", "10", "--train.eval_every", "1", "--train.early_stopping_patience", "2",
+                         "--train.prompt_lr", "0", "--train.network_lr", "0"), timeout=240, launcher="python")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["stopped_early"] and metrics["steps_run"] == 3 and metrics["best_step"] == 1
+    assert len(metrics["train_loss"]) == 3
+
+
+def test_presets_are_listed_and_runnable_by_name(tmp_path, tiny_backbones):
+    from dpt_dist.config import PRESET_DIR, load_config
+
+    names = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+    assert {"dpt-superglue-t5-small", "dpt-superglue-t5-base", "dpt-superglue-t5-large", "adept-glue-t5-base",
+            "adept-superglue-t5-base", "adept-mrqa-t5-base", "dept-glue-t5-base", "dept-superglue-t5-base", "dept-mrqa-t5-base"} <= set(names)
+    for name in names:
+        cfg = load_config(PRESET_DIR / f"{name}.yaml")
+        assert cfg.model.name.startswith("google-t5/") and cfg.task.name
+    dpt = load_config(PRESET_DIR / "dpt-superglue-t5-large.yaml")
+    assert (dpt.prompt.method, dpt.prompt.length, dpt.prompt.rank, dpt.task.split_mode, dpt.train.epochs) == ("dpt", 100, 10, "official", 100)
+    listing = launch(1, ["-m", "dpt_dist.cli", "presets"], timeout=60, launcher="python").stdout
+    assert all(name in listing for name in names)
+    proc = launch(1, ["-m", "dpt_dist.cli", "train", "adept-superglue-t5-base", "--model.name", tiny_backbones["t5"],
+                      "--task.data_dir", "data/superglue/CB", "--train.output_dir", str(tmp_path / "preset"), "--dry-run"],
+                  timeout=120, launcher="python")
+    assert "dry run" in proc.stdout and "task=cb" in proc.stdout and "train/val/test=250/28/28" in proc.stdout

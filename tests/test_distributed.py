@@ -100,3 +100,15 @@ def test_artifact_is_small_and_reproduces_the_trained_model_after_reload(artifac
     assert tokens.shape[1] == 6 and tokens.tolist() == artifact_run["tokens"]
     assert torch.allclose(logits[0, 0, :16], torch.tensor(artifact_run["logits_first"]), atol=1e-5)
     assert abs(float(logits.double().sum()) - artifact_run["logits_sum"]) <= 1e-6 * abs(artifact_run["logits_sum"]) + 1e-3
+
+
+def test_two_rank_zero3_evaluation_scores_every_example_once_and_equals_one_rank(tiny_backbones, tmp_path):
+    one = run_scenario(1, "evaluation", tmp_path, [tiny_backbones["t5"]], steps=2, timeout=300)["result"]
+    two = run_scenario(2, "evaluation", tmp_path, [tiny_backbones["t5"]], steps=2, timeout=300)["result"]
+    assert one["n"] == two["n"] == 56 and 56 % (2 * 5)  # not a multiple of world x batch
+    assert len(two["predictions"]) == 56
+    assert [p["input"] for p in two["predictions"]] == [p["input"] for p in one["predictions"]]  # each once, in order
+    assert two["calls_per_rank"] == [6, 6]  # ceil(28 / 5) generate calls on each rank
+    assert sum(two["rows_per_rank"]) == 60  # 56 examples + 4 filler rows, dropped before scoring
+    assert [p["prediction"] for p in two["predictions"]] == [p["prediction"] for p in one["predictions"]]
+    assert two["metrics"] == one["metrics"]

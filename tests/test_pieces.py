@@ -1,15 +1,11 @@
-"""Unit tests of config parsing, batching, evaluation sharding, splits, metrics and artifacts."""
+"""Unit tests of config parsing, batching, evaluation sharding and artifacts (tasks: test_tasks.py)."""
 from __future__ import annotations
 
-import json
 
 import pytest
 
-from conftest import CB_DIR
 from dpt_dist.config import load_config, parse_overrides
 from dpt_dist.data import eval_shard, global_batches, micro_batches_for_rank
-from dpt_dist.tasks import get_task
-from dpt_dist.tasks.metrics import classification_metrics
 
 
 def test_cli_overrides_are_typed_and_nested():
@@ -64,44 +60,6 @@ def test_eval_shards_cover_every_example_once_with_equal_call_counts(n, batch, w
     assert len({len(s) for s in shards}) == 1  # same number of generate calls on every rank
     seen = [i for s in shards for b in s for i in b if i >= 0]
     assert sorted(seen) == list(range(n))
-
-
-def test_cb_dept_split_is_28_28_and_deterministic():
-    from dpt_dist.config import TaskConfig
-
-    cfg = TaskConfig(name="cb", data_dir=str(CB_DIR))
-    a, b = get_task("cb").load(cfg), get_task("cb").load(cfg)
-    assert (len(a["train"]), len(a["validation"]), len(a["test"])) == (250, 28, 28)
-    assert list(a["test"]["source"]) == list(b["test"]["source"])
-    assert set(a["validation"]["source"]).isdisjoint(a["test"]["source"])
-    row = json.loads((CB_DIR / "train.jsonl").read_text().splitlines()[0])
-    assert a["train"][0] == {"source": f"premise: {row['premise']} hypothesis: {row['hypothesis']}", "target": row["label"]}
-
-
-def test_cb_bad_label_names_file_and_row(tmp_path):
-    from dpt_dist.config import TaskConfig
-
-    rows = (CB_DIR / "train.jsonl").read_text().splitlines()[:3]
-    broken = json.loads(rows[1])
-    broken["label"] = "maybe"
-    (tmp_path / "train.jsonl").write_text("\n".join([rows[0], json.dumps(broken), rows[2]]) + "\n")
-    (tmp_path / "val.jsonl").write_text((CB_DIR / "val.jsonl").read_text())
-    with pytest.raises(ValueError, match=r"task cb: row 1: label 'maybe'"):
-        get_task("cb").load(TaskConfig(name="cb", data_dir=str(tmp_path)))
-
-
-def test_unknown_task_lists_the_known_ones():
-    with pytest.raises(ValueError, match="known tasks: cb"):
-        get_task("nope")
-
-
-def test_classification_metrics_by_hand():
-    m = classification_metrics(["entailment", "neutral", "garbage!", "Contradiction "],
-                               ["entailment", "contradiction", "neutral", "contradiction"],
-                               ["entailment", "contradiction", "neutral"], macro_f1=True)
-    assert m["accuracy"] == 50.0
-    # per class F1: entailment 1.0, contradiction P=1 R=.5 -> 2/3, neutral P=0 R=0 -> 0
-    assert m["macro_f1"] == pytest.approx(100 * (1 + 2 / 3 + 0) / 3)
 
 
 def test_artifact_write_is_atomic_and_replaces_whole(tmp_path):

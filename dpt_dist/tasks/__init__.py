@@ -1,5 +1,6 @@
 """Task router: one module per task family, one registry."""
-from . import superglue  # noqa: F401  (registers the tasks)
-from .registry import TASKS, Task, get_task
+from . import glue, mrqa, others, superglue  # noqa: F401  (each registers its tasks)
+from .registry import TASKS, Task, get_task, load_splits
+from .sources import DataError
 
-__all__ = ["TASKS", "Task", "get_task"]
+__all__ = ["TASKS", "DataError", "Task", "get_task", "load_splits"]

@@ -1,7 +1,16 @@
-"""A task names its loader, its text-to-text formatter, its metrics and its decoding budget.
+"""A task names its reader, its text-to-text formatter, its split protocol, its metrics and its
+decoding budget. `load_splits` turns any task into train / validation / test datasets with
+`source` and `target` string columns (plus the extras its metrics need). Tasks know nothing
+about models or DeepSpeed.
 
-Loaders return HF `datasets.Dataset`s with at least `source` and `target` string columns, one
-per split (train / validation / test). Tasks know nothing about models or DeepSpeed.
+Split protocols (REFERENCE §3, the DePT/ADePT protocol; `split_mode: official` instead reports
+on the official validation set, as the DPT paper does):
+  halve  small sets: the official validation set, permuted with torch.randperm(seed 42), is
+         halved into validation (first n // 2) and test (the rest); train is the full train set
+  carve  large sets: 1,000 training examples (the first of the same permutation of train)
+         become validation, the rest train; the official validation set becomes test
+  mnli   validation_mismatched -> validation, validation_matched -> test
+  own    the dataset's own train / validation / test (PAWS)
 """
 from __future__ import annotations
 
@@ -9,19 +18,35 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import datasets
+import torch
+
+from .sources import DataError, RawSplit
 
 TASKS: dict[str, "Task"] = {}
+PROTOCOLS = ("halve", "carve", "mnli", "own")
 
 
 @dataclass
 class Task:
     name: str
-    load: Callable  # (TaskConfig) -> dict[str, datasets.Dataset]
-    metrics: Callable  # (predictions: list[str], examples: datasets.Dataset) -> dict[str, float]
-    labels: list[str] | None = None  # closed label set, if the task has one
+    family: str  # glue | superglue | mrqa | other
+    description: str
+    read: Callable  # (TaskConfig) -> {official split name: RawSplit}
+    format: Callable  # (raw row) -> {"source", "target", extras...}; ValueError on a bad row
+    metrics: Callable  # (predictions, formatted examples) -> {name: value in percent}
+    metric_names: list[str]  # the first one selects the best checkpoint
+    protocol: str = "halve"
+    labels: list[str] | None = None  # the closed set of target strings, if the task has one
+    max_source_length: int = 256
+    max_target_length: int = 16
     max_new_tokens: int = 8
-    description: str = ""
-    metric_names: list[str] = field(default_factory=list)  # first one selects the best checkpoint
+    expand_train: Callable | None = None  # (formatted train rows) -> training rows (ReCoRD: one per answer)
+    fit_source: Callable | None = None  # (batch, tokenizer, max_len) -> sources (MRQA: keep the answer)
+    hub: str = ""  # the hub dataset used when no local data is configured
+    extra_columns: list[str] = field(default_factory=list)  # formatted columns beyond source/target
+
+    def __post_init__(self):
+        assert self.protocol in PROTOCOLS, self.protocol
 
 
 def register(task: Task) -> Task:
@@ -30,20 +55,106 @@ def register(task: Task) -> Task:
 
 
 def get_task(name: str) -> Task:
+    """By name; `glue-<name>` / `superglue-<name>` also work where the family matches."""
+    if name not in TASKS and "-" in name:
+        family, short = name.split("-", 1)
+        if short in TASKS and TASKS[short].family == family:
+            return TASKS[short]
     if name not in TASKS:
         raise ValueError(f"task.name: unknown task {name!r}; known tasks: {', '.join(sorted(TASKS))}")
     return TASKS[name]
 
 
-def halve_validation(validation: datasets.Dataset, seed: int = 42) -> tuple[datasets.Dataset, datasets.Dataset]:
-    """DePT protocol for small sets: shuffle the official validation set (seed 42) and halve it
-    into validation (first n//2) and test (the rest): CB 56 -> 28/28, RTE 277 -> 138/139."""
-    shuffled = validation.shuffle(seed=seed)
-    half = len(shuffled) // 2
-    return shuffled.select(range(half)), shuffled.select(range(half, len(shuffled)))
+# ---- labels ----------------------------------------------------------------------------------
+def label_index(value, names: list[str], aliases: dict[str, int] | None = None) -> int:
+    """The class index of a label stored as an int, a digit string, a bool or a class name."""
+    text = "" if value is None else str(value).strip()
+    if text.lstrip("-").isdigit() and 0 <= int(text) < len(names):
+        return int(text)
+    lowered = {n.lower(): i for i, n in enumerate(names)}
+    lowered.update({k.lower(): v for k, v in (aliases or {}).items()})
+    if text.lower() in lowered:
+        return lowered[text.lower()]
+    shown = ", ".join(names) if len(names) <= 6 else f"{len(names)} classes"
+    raise ValueError(f"label {value!r} is not in the label set ({shown})" if value is not None else "missing field 'label'")
 
 
-def check_split(ds: datasets.Dataset, where: str) -> datasets.Dataset:
-    if len(ds) == 0:
-        raise ValueError(f"{where}: the split is empty")
-    return ds
+BOOL_ALIASES = {"false": 0, "true": 1}
+
+
+# ---- formatting and splitting ----------------------------------------------------------------
+def _format_row(row: dict, idx: int, *, formatter, origin: str, local: bool) -> dict:
+    try:
+        return formatter(row)
+    except (ValueError, KeyError, TypeError) as err:
+        where = f"line {row['_line']}" if local and "_line" in row else f"row {idx}"
+        detail = f"missing field {err}" if isinstance(err, KeyError) else str(err)
+        raise DataError(f"{origin}: {where}: {detail}") from None
+
+
+def format_split(task: Task, raw: RawSplit) -> datasets.Dataset:
+    if len(raw.rows) == 0:
+        raise DataError(f"{raw.origin}: the split is empty")
+    return raw.rows.map(
+        _format_row, with_indices=True, remove_columns=raw.rows.column_names, desc=f"format {task.name}",
+        fn_kwargs={"formatter": task.format, "origin": raw.origin, "local": raw.local},
+    )
+
+
+def permutation(n: int, seed: int) -> list[int]:
+    """The reference code's shuffle: torch.randperm with a seeded generator."""
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+
+
+def halve(ds: datasets.Dataset, seed: int = 42) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Small sets: CB 56 -> 28/28, RTE 277 -> 138/139."""
+    order = permutation(len(ds), seed)
+    half = len(ds) // 2
+    return ds.select(order[:half]), ds.select(order[half:])
+
+
+def carve(ds: datasets.Dataset, size: int, seed: int = 42) -> tuple[datasets.Dataset, datasets.Dataset]:
+    """Large sets: (train without the carved examples, `size` carved examples for validation)."""
+    order = permutation(len(ds), seed)
+    return ds.select(order[size:]), ds.select(order[:size])
+
+
+def load_splits(task: Task, config) -> dict[str, datasets.Dataset]:
+    """{train, validation, test} for the configured split mode, formatted, none empty."""
+    raw = task.read(config)
+    origins = {name: r.origin for name, r in raw.items()}
+    fmt = {name: format_split(task, r) for name, r in raw.items()}
+    official = config.split_mode == "official"
+    seed = config.split_seed
+    if task.protocol == "own":
+        splits = {"train": fmt["train"], "validation": fmt["validation"], "test": fmt.get("test", fmt["validation"])}
+        if official:
+            splits["test"] = fmt["validation"]
+        where = {"train": origins["train"], "validation": origins["validation"], "test": origins.get("test", origins["validation"])}
+    elif task.protocol == "mnli":
+        test = fmt["validation_matched"]
+        splits = {"train": fmt["train"], "validation": test if official else fmt["validation_mismatched"], "test": test}
+        where = {"train": origins["train"], "validation": origins["validation_matched" if official else "validation_mismatched"],
+                 "test": origins["validation_matched"]}
+    elif official:
+        splits = {"train": fmt["train"], "validation": fmt["validation"], "test": fmt["validation"]}
+        where = {"train": origins["train"], "validation": origins["validation"], "test": origins["validation"]}
+    elif task.protocol == "halve":
+        validation, test = halve(fmt["validation"], seed)
+        splits = {"train": fmt["train"], "validation": validation, "test": test}
+        where = {"train": origins["train"], "validation": f"first half of {origins['validation']}",
+                 "test": f"second half of {origins['validation']}"}
+    else:  # carve
+        size = config.validation_size
+        if len(fmt["train"]) <= size:
+            raise DataError(f"{origins['train']}: {len(fmt['train'])} training rows, but the split protocol moves "
+                            f"task.validation_size={size} of them to validation and would leave none to train on")
+        train, validation = carve(fmt["train"], size, seed)
+        splits = {"train": train, "validation": validation, "test": fmt["validation"]}
+        where = {"train": origins["train"], "validation": f"{size} rows carved from {origins['train']}", "test": origins["validation"]}
+    if task.expand_train is not None:
+        splits["train"] = task.expand_train(splits["train"])
+    for name, ds in splits.items():
+        if len(ds) == 0:
+            raise DataError(f"{where[name]}: the {name} split is empty")
+    return splits

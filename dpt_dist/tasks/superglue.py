@@ -1,70 +1,205 @@
-"""SuperGLUE tasks in the DePT/ADePT text-to-text format (targets are label strings)."""
+"""SuperGLUE: boolq, cb, copa, multirc, record, rte, wic, wsc.
+
+Local data: `task.data_dir` is one task's directory of the SuperGLUE download (train.jsonl,
+val.jsonl). BoolQ also reads Google's original files (train.jsonl.gz / dev.jsonl.gz, with
+`answer` and `title`). Hub: aps/super_glue. Readers yield the hub schema: MultiRC one row per
+answer option, ReCoRD one row per query.
+
+Fixes to the reference code, on purpose:
+- COPA keeps its question (cause / effect); the reference drops it, which makes half the
+  examples ambiguous.
+- WSC spans are located with an escaped pattern at the given word index, falling back to the
+  nearest occurrence when the original (unfixed) index is off, instead of a raw regex that
+  silently leaves the text unmarked.
+- ReCoRD evaluates one row per query against all its answers (the reference scores every
+  duplicated copy against one answer); training still gets one row per answer.
+"""
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
-import datasets
+from . import metrics as M
+from .registry import BOOL_ALIASES, Task, label_index, register
+from .sources import as_label_text, find_file, from_file, from_hub, iter_jsonl, text_field, use_local
 
-from .metrics import classification_metrics
-from .registry import Task, check_split, halve_validation, register
-
-CB_LABELS = ["entailment", "contradiction", "neutral"]
-
-
-def _load_superglue(config, hub_name: str, local_dir: str) -> dict[str, datasets.Dataset]:
-    """Official train/validation from a local directory of the jsonl files, or from the hub."""
-    if config.data_dir:
-        root = Path(config.data_dir)
-        files = {"train": root / "train.jsonl", "validation": root / "val.jsonl"}
-        for split, path in files.items():
-            if not path.is_file():
-                raise FileNotFoundError(f"task {config.name}: {path} not found (expected the SuperGLUE {local_dir} jsonl files)")
-        raw = datasets.load_dataset("json", data_files={k: str(v) for k, v in files.items()})
-    else:
-        raw = datasets.load_dataset("super_glue", hub_name)
-    return {"train": raw["train"], "validation": raw["validation"]}
+HUB = "aps/super_glue"
+FILES = {"train": ["train.jsonl", "train.jsonl.gz"], "validation": ["val.jsonl", "dev.jsonl", "dev.jsonl.gz"]}
+FIELDS = {
+    "boolq": ["question", "passage"],
+    "cb": ["premise", "hypothesis"],
+    "copa": ["premise", "choice1", "choice2", "question"],
+    "rte": ["premise", "hypothesis"],
+    "wic": ["word", "sentence1", "sentence2"],
+}
 
 
-def _split(config, raw: dict[str, datasets.Dataset]) -> dict[str, datasets.Dataset]:
-    if config.split_mode == "official":
-        splits = {"train": raw["train"], "validation": raw["validation"], "test": raw["validation"]}
-    else:
-        validation, test = halve_validation(raw["validation"])
-        splits = {"train": raw["train"], "validation": validation, "test": test}
-    return {k: check_split(v, f"task {config.name}, split {k}") for k, v in splits.items()}
+def superglue_rows(path: Path, task: str):
+    for line_no, obj in iter_jsonl(path):
+        row = {"_line": line_no, "label": as_label_text(obj.get("label", obj.get("answer")))}
+        if task == "wsc":
+            spans = obj.get("target") or {}
+            row.update(text=obj.get("text"), span1_text=spans.get("span1_text"), span2_text=spans.get("span2_text"),
+                       span1_index=spans.get("span1_index"), span2_index=spans.get("span2_index"))
+        else:
+            row.update({key: obj.get(key) for key in FIELDS[task]})
+            if task == "boolq" and obj.get("title") and obj.get("passage"):  # Google's original format
+                row["passage"] = f"{obj['title']} -- {obj['passage']}"
+        yield row
 
 
-def _label_text(label, labels: list[str], where: str) -> str:
-    if isinstance(label, bool):
-        label = int(label)
-    if isinstance(label, int) and 0 <= label < len(labels):
-        return labels[label]
-    if isinstance(label, str) and label in labels:
-        return label
-    raise ValueError(f"{where}: label {label!r} is not one of {labels}")
+def multirc_rows(path: Path):
+    """One row per answer option, as the hub dataset has it."""
+    for line_no, obj in iter_jsonl(path):
+        passage = obj.get("passage") or {}
+        for question in passage.get("questions") or []:
+            for answer in question.get("answers") or []:
+                yield {"_line": line_no, "paragraph": passage.get("text"), "question": question.get("question"),
+                       "answer": answer.get("text"), "label": as_label_text(answer.get("label")),
+                       "group": f"{obj.get('idx')}-{question.get('idx')}"}
 
 
-def _load_cb(config):
-    raw = _load_superglue(config, "cb", "CB")
-
-    def fmt(row, idx):
-        for key in ("premise", "hypothesis", "label"):
-            if row.get(key) is None:
-                raise ValueError(f"task cb: row {idx} has no {key!r} field")
-        return {
-            "source": f"premise: {row['premise']} hypothesis: {row['hypothesis']}",
-            "target": _label_text(row["label"], CB_LABELS, f"task cb: row {idx}"),
-        }
-
-    raw = {k: v.map(fmt, with_indices=True, remove_columns=v.column_names) for k, v in raw.items()}
-    return _split(config, raw)
+def record_rows(path: Path):
+    """One row per query; entities and answers as sorted unique strings (as on the hub)."""
+    for line_no, obj in iter_jsonl(path):
+        passage = obj.get("passage") or {}
+        text = passage.get("text") or ""
+        entities = sorted({text[e["start"]:e["end"] + 1] for e in passage.get("entities") or []})
+        for qa in obj.get("qas") or []:
+            yield {"_line": line_no, "passage": text, "query": qa.get("query"), "entities": entities,
+                   "answers": sorted({a["text"] for a in qa.get("answers") or []})}
 
 
-def _cb_metrics(predictions, examples):
-    return classification_metrics(predictions, list(examples["target"]), CB_LABELS, macro_f1=True)
+def _reader(task: str, hub_config: str, rows=None):
+    def read(config):
+        if use_local(config):
+            reader = rows or superglue_rows
+            kwargs = {} if rows else {"task": task}
+            return {s: from_file(reader, find_file(config, s, FILES[s]), **kwargs) for s in ("train", "validation")}
+        return {s: from_hub(HUB, hub_config, s) for s in ("train", "validation")}
 
+    return read
+
+
+def _formatter(fields: list[str], classes: list[str], aliases: dict | None = None):
+    def fmt(row):
+        source = " ".join(f"{key}: {text_field(row, key)}" for key in fields)
+        return {"source": source, "target": str(label_index(row.get("label"), classes, aliases))}
+
+    return fmt
+
+
+# ---- WSC ---------------------------------------------------------------------------------------
+def mark_span(text: str, span: str, word_index: int, mark: str) -> str:
+    """Surround `span`, which starts at whitespace-word `word_index`, with ` mark ` (T5's WSC
+    format: `* noun *`, `# pronoun #`). If the index is off (the unfixed SuperGLUE file has a few
+    such rows), the occurrence nearest to it is marked."""
+    pattern = r"(?:^|(?<=\s))(" + r"\s+".join(re.escape(w) for w in span.split()) + ")"  # any white space between words
+    hits = [(m.start(1), m.end(1), len(text[:m.start(1)].split())) for m in re.finditer(pattern, text, re.IGNORECASE)]
+    if not hits:
+        raise ValueError(f"span {span!r} does not occur in the text")
+    start, end, _ = min(hits, key=lambda h: (abs(h[2] - word_index), h[0]))
+    return f"{text[:start]}{mark} {text[start:end]} {mark}{text[end:]}"
+
+
+def _format_wsc(row):
+    text = text_field(row, "text")
+    for key in ("span1_text", "span2_text", "span1_index", "span2_index"):
+        if row.get(key) is None:
+            raise ValueError(f"missing field {key!r}")
+    i1, i2 = int(row["span1_index"]), int(row["span2_index"])
+    text = mark_span(text, row["span1_text"], i1, "*")
+    text = mark_span(text, row["span2_text"], i2 + 2 * (i1 < i2), "#")  # marking added two words before it
+    return {"source": f"text: {text}", "target": str(label_index(row.get("label"), ["False", "True"], BOOL_ALIASES))}
+
+
+# ---- MultiRC -----------------------------------------------------------------------------------
+_BREAK = re.compile(r"<br\s*/?>", re.IGNORECASE)
+_TAG = re.compile(r"</?[a-zA-Z][a-zA-Z0-9]*\s*/?>")
+
+
+def strip_html(text: str) -> str:
+    return _TAG.sub("", _BREAK.sub(" ", text))
+
+
+def _format_multirc(row):
+    if row.get("group") is None and isinstance(row.get("idx"), dict):  # hub rows
+        row = {**row, "group": f"{row['idx']['paragraph']}-{row['idx']['question']}"}
+    source = (f"question: {strip_html(text_field(row, 'question'))} answer: {strip_html(text_field(row, 'answer'))} "
+              f"paragraph: {strip_html(text_field(row, 'paragraph'))}")
+    return {"source": source, "target": str(label_index(row.get("label"), ["False", "True"], BOOL_ALIASES)), "group": str(row["group"])}
+
+
+# ---- ReCoRD ------------------------------------------------------------------------------------
+def record_passage(passage: str) -> str:
+    """Highlights become sentences (the reference's preprocessing)."""
+    passage = re.sub(r"(\.|\?|!|\"|')\n@highlight\n", r"\1 ", passage)
+    return re.sub(r"\n@highlight\n", ". ", passage)
+
+
+def _format_record(row):
+    answers = list(row.get("answers") or [])
+    if not answers:
+        raise ValueError("no answers")
+    entities = list(row.get("entities") or [])
+    source = f"record query: {text_field(row, 'query')} entities: {', '.join(entities)} passage: {record_passage(text_field(row, 'passage'))}"
+    return {"source": source, "target": answers[0], "answers": answers}
+
+
+def _explode_answers(batch):
+    out = {key: [] for key in batch}
+    for i, answers in enumerate(batch["answers"]):
+        for answer in answers:
+            for key in batch:
+                out[key].append(answer if key == "target" else batch[key][i])
+    return out
+
+
+def _record_train(ds):
+    """Training sees one copy of a query per gold answer (as the reference trains)."""
+    return ds.map(_explode_answers, batched=True, desc="record: one row per answer")
+
+
+def _record_metrics(predictions, examples):
+    return M.qa_metrics(predictions, list(examples["answers"]))
+
+
+# ---- registry ------------------------------------------------------------------------------------
+BINARY = ["0", "1"]
+
+
+def _classification(name, description, fields, classes, metric_names, aliases=None, hub_config=None):
+    labels = [str(i) for i in range(len(classes))]
+    register(Task(
+        name=name, family="superglue", description=description, read=_reader(hub_config or name, hub_config or name),
+        format=_formatter(fields, classes, aliases), metrics=M.classification(metric_names, labels),
+        metric_names=metric_names, protocol="halve", labels=labels, hub=f"{HUB}/{hub_config or name}",
+    ))
+
+
+_classification("boolq", "BoolQ yes/no questions (accuracy)", ["question", "passage"], ["False", "True"], ["accuracy"], BOOL_ALIASES)
+_classification("cb", "CommitmentBank, 3-way entailment (accuracy, macro-F1)", ["premise", "hypothesis"],
+                ["entailment", "contradiction", "neutral"], ["accuracy", "macro_f1"])
+_classification("copa", "Choice of Plausible Alternatives (accuracy)", ["premise", "question", "choice1", "choice2"],
+                ["choice1", "choice2"], ["accuracy"])
+_classification("superglue-rte", "Recognizing Textual Entailment, SuperGLUE files (accuracy)", ["premise", "hypothesis"],
+                ["entailment", "not_entailment"], ["accuracy"], hub_config="rte")
+_classification("wic", "Words in Context (accuracy)", ["sentence1", "sentence2", "word"], ["False", "True"], ["accuracy"], BOOL_ALIASES)
 
 register(Task(
-    name="cb", load=_load_cb, metrics=_cb_metrics, labels=CB_LABELS, max_new_tokens=8,
-    description="SuperGLUE CommitmentBank (accuracy, macro-F1)", metric_names=["accuracy", "macro_f1"],
+    name="wsc", family="superglue", description="Winograd Schema Challenge, noun *marked*, pronoun #marked# (accuracy)",
+    read=_reader("wsc", "wsc.fixed"), format=_format_wsc, metrics=M.classification(["accuracy"], BINARY),
+    metric_names=["accuracy"], protocol="halve", labels=BINARY, hub=f"{HUB}/wsc.fixed",
+))
+register(Task(
+    name="multirc", family="superglue", description="Multi-Sentence Reading Comprehension, per answer option (F1 over options, EM per question)",
+    read=_reader("multirc", "multirc", rows=multirc_rows), format=_format_multirc, metrics=M.multirc_metrics,
+    metric_names=["f1", "em"], protocol="halve", labels=BINARY, max_source_length=348, hub=f"{HUB}/multirc",
+    extra_columns=["group"],
+))
+register(Task(
+    name="record", family="superglue", description="Reading Comprehension with Commonsense Reasoning (F1, EM; max over answers)",
+    read=_reader("record", "record", rows=record_rows), format=_format_record, metrics=_record_metrics,
+    metric_names=["f1", "em"], protocol="carve", max_source_length=512, max_target_length=64, max_new_tokens=32,
+    expand_train=_record_train, hub=f"{HUB}/record", extra_columns=["answers"],
 ))
