@@ -157,3 +157,15 @@ def test_presets_are_listed_and_runnable_by_name(tmp_path, tiny_backbones):
                       "--task.data_dir", "data/superglue/CB", "--train.output_dir", str(tmp_path / "preset"), "--dry-run"],
                   timeout=120, launcher="python")
     assert "dry run" in proc.stdout and "task=cb" in proc.stdout and "train/val/test=250/28/28" in proc.stdout
+
+
+def test_a_bad_data_row_stops_the_cli_with_the_file_and_line(tmp_path, tiny_backbones):
+    rows = (ROOT / "data/superglue/CB/train.jsonl").read_text().splitlines()
+    broken = json.loads(rows[3])
+    broken["label"] = "perhaps"
+    (tmp_path / "train.jsonl").write_text("\n".join([*rows[:3], json.dumps(broken), *rows[4:]]) + "\n")
+    (tmp_path / "val.jsonl").write_text((ROOT / "data/superglue/CB/val.jsonl").read_text())
+    cmd = [str(BIN / "python"), *train_args(tmp_path / "bad", tiny_backbones["t5"], "--task.data_dir", str(tmp_path))]
+    proc = subprocess.run(cmd, cwd=ROOT, env={**__import__("os").environ, **TEST_ENV, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"{tmp_path / 'train.jsonl'}: line 4: label 'perhaps' is not in the label set" in proc.stderr

@@ -308,3 +308,15 @@ def test_mrqa_training_truncation_keeps_the_answer_in_the_window(tiny_backbones)
     cut = [tokenizer.decode(tokenizer(r["source"], truncation=True, max_length=64)["input_ids"]) for r in rows]
     plain = sum(r["target"] in s for r, s in zip(rows, cut)) / len(rows)
     assert kept >= 0.97 and plain < 0.5, (kept, plain)
+
+
+def test_any_mrqa_file_works_and_several_validation_files_are_macro_averaged():
+    sample, squad = str(DATA / "mrqa/samples/NewsQA_sample.jsonl"), str(DATA / "mrqa/dev/SQuAD.jsonl.gz")
+    cfg = TaskConfig(name="mrqa", files={"train": sample, "validation": [sample, squad]})
+    splits = load_splits(get_task("mrqa"), cfg)
+    assert len(splits["train"]) == 17 and len(splits["test"]) == 17 + 10507
+    assert set(splits["test"]["dataset"]) == {"NewsQA_sample", "SQuAD"}  # no header line: named after the file
+    metrics = get_task("mrqa").metrics([a[0] for a in splits["test"]["answers"]], splits["test"])
+    assert metrics["f1"] == metrics["f1/SQuAD"] == metrics["f1/NewsQA_sample"] == 100.0
+    with pytest.raises(DataError, match="set task.files.train and task.files.validation"):
+        load_splits(get_task("mrqa"), TaskConfig(name="mrqa"))

@@ -104,15 +104,11 @@ def _format_paws(row):
 
 
 ACCURACY = M.classification(["accuracy"], BINARY)
-register(Task(name="winogrande", family="other", description="WinoGrande fill-in-the-blank, two options (accuracy)",
-              read=_read_winogrande, format=_format_winogrande, metrics=ACCURACY, metric_names=["accuracy"],
-              protocol="carve", labels=BINARY, hub="allenai/winogrande"))
-register(Task(name="yelp_polarity", family="other", description="Yelp review polarity (accuracy)",
-              read=_read_yelp, format=_format_yelp, metrics=ACCURACY, metric_names=["accuracy"],
-              protocol="carve", labels=BINARY, hub="fancyzhx/yelp_polarity"))
-register(Task(name="scitail", family="other", description="SciTail science entailment (accuracy)",
-              read=_read_scitail, format=_format_scitail, metrics=ACCURACY, metric_names=["accuracy"],
-              protocol="halve", labels=BINARY, hub="allenai/scitail/tsv_format"))
-register(Task(name="paws", family="other", description="PAWS-Wiki labeled final paraphrase adversaries (accuracy)",
-              read=_read_paws, format=_format_paws, metrics=ACCURACY, metric_names=["accuracy"],
-              protocol="own", labels=BINARY, hub="google-research-datasets/paws/labeled_final"))
+for _name, _description, _read, _format, _protocol, _hub in [
+    ("winogrande", "WinoGrande fill-in-the-blank, two options (accuracy)", _read_winogrande, _format_winogrande, "carve", "allenai/winogrande"),
+    ("yelp_polarity", "Yelp review polarity (accuracy)", _read_yelp, _format_yelp, "carve", "fancyzhx/yelp_polarity"),
+    ("scitail", "SciTail science entailment (accuracy)", _read_scitail, _format_scitail, "halve", "allenai/scitail/tsv_format"),
+    ("paws", "PAWS-Wiki labeled final paraphrase adversaries (accuracy)", _read_paws, _format_paws, "own", "google-research-datasets/paws/labeled_final"),
+]:
+    register(Task(name=_name, family="other", description=_description, read=_read, format=_format, metrics=ACCURACY,
+                  metric_names=["accuracy"], protocol=_protocol, labels=BINARY, hub=_hub))
