@@ -131,7 +131,7 @@ def _metrics(predictions, examples):
 
 COMMON = dict(
     family="mrqa", format=_format, metrics=_metrics, metric_names=["f1", "em", "span_share"], max_source_length=512,
-    max_target_length=128, max_new_tokens=64, fit_source=fit_source, extra_columns=["answers", "question", "context", "dataset", "answer_start"],
+    max_target_length=128, max_new_tokens=64, fit_source=fit_source,
 )
 for _name, _title in NAMES.items():
     register(Task(name=_name, description=f"MRQA {_title}, answer generated from the context (F1, EM, span share)",

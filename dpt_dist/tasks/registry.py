@@ -14,7 +14,7 @@ on the official validation set, as the DPT paper does):
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Callable
 
 import datasets
@@ -43,7 +43,6 @@ class Task:
     expand_train: Callable | None = None  # (formatted train rows) -> training rows (ReCoRD: one per answer)
     fit_source: Callable | None = None  # (batch, tokenizer, max_len) -> sources (MRQA: keep the answer)
     hub: str = ""  # the hub dataset used when no local data is configured
-    extra_columns: list[str] = field(default_factory=list)  # formatted columns beyond source/target
 
     def __post_init__(self):
         assert self.protocol in PROTOCOLS, self.protocol

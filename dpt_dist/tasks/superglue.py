@@ -195,11 +195,10 @@ register(Task(
     name="multirc", family="superglue", description="Multi-Sentence Reading Comprehension, per answer option (F1 over options, EM per question)",
     read=_reader("multirc", "multirc", rows=multirc_rows), format=_format_multirc, metrics=M.multirc_metrics,
     metric_names=["f1", "em"], protocol="halve", labels=BINARY, max_source_length=348, hub=f"{HUB}/multirc",
-    extra_columns=["group"],
 ))
 register(Task(
     name="record", family="superglue", description="Reading Comprehension with Commonsense Reasoning (F1, EM; max over answers)",
     read=_reader("record", "record", rows=record_rows), format=_format_record, metrics=_record_metrics,
     metric_names=["f1", "em"], protocol="carve", max_source_length=512, max_target_length=64, max_new_tokens=32,
-    expand_train=_record_train, hub=f"{HUB}/record", extra_columns=["answers"],
+    expand_train=_record_train, hub=f"{HUB}/record",
 ))
