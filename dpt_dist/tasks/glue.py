@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import metrics as M
-from .registry import BOOL_ALIASES, Task, label_index, register
+from .registry import BOOL_ALIASES, Task, prefixed_classification, register
 from .sources import DataError, from_file, from_hub, find_file, iter_tsv, text_field, use_local
 
 HUB = "nyu-mll/glue"
@@ -48,16 +48,6 @@ def _reader(task: str, splits: list[str]):
     return read
 
 
-def _formatter(fields: list[tuple[str, str]], classes: list[str], aliases: dict | None = None):
-    """`prefix1: text1 prefix2: text2` -> class index as a string."""
-
-    def fmt(row):
-        source = " ".join(f"{prefix}: {text_field(row, key)}" for prefix, key in fields)
-        return {"source": source, "target": str(label_index(row.get("label"), classes, aliases))}
-
-    return fmt
-
-
 def stsb_target(score) -> str:
     """Round to the nearest 0.2 (the reference computes round((x*5)/5, 1), which rounds to 0.1)."""
     try:
@@ -78,7 +68,6 @@ def _stsb_metrics(predictions, examples):
     return M.correlations(predictions, list(examples["target"]))
 
 
-BINARY = ["0", "1"]
 TRAIN_VAL = ["train", "validation"]
 
 
@@ -87,7 +76,7 @@ def _classification(name, description, fields, classes, metric_names, protocol, 
     register(Task(
         name=name, family="glue", description=description, read=_reader(name, TRAIN_VAL if name != "mnli" else
                                                                           ["train", "validation_matched", "validation_mismatched"]),
-        format=_formatter(fields, classes, aliases), metrics=M.classification(metric_names, labels),
+        format=prefixed_classification(fields, classes, aliases), metrics=M.classification(metric_names, labels),
         metric_names=metric_names, protocol=protocol, labels=labels, hub=f"{HUB}/{name}",
     ))
 

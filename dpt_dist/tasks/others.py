@@ -14,10 +14,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from . import metrics as M
-from .registry import Task, label_index, register
+from .registry import BINARY, Task, label_index, register
 from .sources import as_label_text, find_file, from_file, from_hub, iter_jsonl, iter_tsv, text_field, use_local
-
-BINARY = ["0", "1"]
 
 
 # ---- WinoGrande --------------------------------------------------------------------------------

@@ -20,7 +20,7 @@ from typing import Callable
 import datasets
 import torch
 
-from .sources import DataError, RawSplit
+from .sources import DataError, RawSplit, text_field
 
 TASKS: dict[str, "Task"] = {}
 PROTOCOLS = ("halve", "carve", "mnli", "own")
@@ -79,6 +79,16 @@ def label_index(value, names: list[str], aliases: dict[str, int] | None = None) 
 
 
 BOOL_ALIASES = {"false": 0, "true": 1}
+BINARY = ["0", "1"]
+
+
+def prefixed_classification(fields: list[tuple[str, str]], classes: list[str], aliases: dict | None = None):
+    """The common formatter: `prefix1: text1 prefix2: text2 ...` -> the class index as a string."""
+    def fmt(row):
+        source = " ".join(f"{prefix}: {text_field(row, key)}" for prefix, key in fields)
+        return {"source": source, "target": str(label_index(row.get("label"), classes, aliases))}
+
+    return fmt
 
 
 # ---- formatting and splitting ----------------------------------------------------------------

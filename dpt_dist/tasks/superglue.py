@@ -20,7 +20,7 @@ import re
 from pathlib import Path
 
 from . import metrics as M
-from .registry import BOOL_ALIASES, Task, label_index, register
+from .registry import BINARY, BOOL_ALIASES, Task, label_index, prefixed_classification, register
 from .sources import as_label_text, find_file, from_file, from_hub, iter_jsonl, text_field, use_local
 
 HUB = "aps/super_glue"
@@ -79,14 +79,6 @@ def _reader(task: str, hub_config: str, rows=None):
         return {s: from_hub(HUB, hub_config, s) for s in ("train", "validation")}
 
     return read
-
-
-def _formatter(fields: list[str], classes: list[str], aliases: dict | None = None):
-    def fmt(row):
-        source = " ".join(f"{key}: {text_field(row, key)}" for key in fields)
-        return {"source": source, "target": str(label_index(row.get("label"), classes, aliases))}
-
-    return fmt
 
 
 # ---- WSC ---------------------------------------------------------------------------------------
@@ -165,14 +157,11 @@ def _record_metrics(predictions, examples):
 
 
 # ---- registry ------------------------------------------------------------------------------------
-BINARY = ["0", "1"]
-
-
 def _classification(name, description, fields, classes, metric_names, aliases=None, hub_config=None):
     labels = [str(i) for i in range(len(classes))]
     register(Task(
         name=name, family="superglue", description=description, read=_reader(hub_config or name, hub_config or name),
-        format=_formatter(fields, classes, aliases), metrics=M.classification(metric_names, labels),
+        format=prefixed_classification([(f, f) for f in fields], classes, aliases), metrics=M.classification(metric_names, labels),
         metric_names=metric_names, protocol="halve", labels=labels, hub=f"{HUB}/{hub_config or name}",
     ))
 
