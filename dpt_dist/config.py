@@ -35,6 +35,10 @@ class TaskConfig:
     max_source_length: int | None = None  # None: the task's default (256; MultiRC 348; MRQA, ReCoRD 512)
     max_target_length: int | None = None  # None: the task's default
     max_new_tokens: int | None = None  # generation budget; None uses the task's default
+    num_samples: int = 1  # generations per example (pass@k with k <= num_samples; needs sampling)
+    do_sample: bool | None = None  # None: the task's protocol (MBPP samples, the others are greedy)
+    temperature: float | None = None  # None: the task's protocol (MBPP 0.6)
+    top_p: float | None = None  # None: the task's protocol (MBPP 0.95)
     max_train_examples: int | None = None
     max_eval_examples: int | None = None
 
@@ -49,6 +53,24 @@ class TaskConfig:
                              "(MNLI: validation_matched, validation_mismatched)")
         if self.validation_size < 1:
             raise ValueError(f"task.validation_size must be >= 1, got {self.validation_size}")
+        if self.num_samples < 1:
+            raise ValueError(f"task.num_samples must be >= 1, got {self.num_samples}")
+        if self.temperature is not None and self.temperature <= 0:
+            raise ValueError(f"task.temperature must be > 0, got {self.temperature}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise ValueError(f"task.top_p must be in (0, 1], got {self.top_p}")
+
+    def sampling(self, task_default: dict | None) -> dict:
+        """Generation settings: the task's protocol, with this config's overrides."""
+        out = dict(task_default or {"do_sample": False})
+        if self.do_sample is not None:
+            out["do_sample"] = self.do_sample
+        for key in ("temperature", "top_p"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if not out["do_sample"]:
+            out = {"do_sample": False}
+        return out
 
 
 @dataclass

@@ -13,25 +13,35 @@ from .model import IGNORE_INDEX
 
 
 def tokenize(ds: datasets.Dataset, tokenizer, encoder_decoder: bool, max_source_length: int, max_target_length: int,
-             fit_source=None) -> datasets.Dataset:
+             fit_source=None, keep_source_end: bool = False) -> datasets.Dataset:
     """Add input_ids / labels (training) and prompt_ids (generation input) columns.
 
     Encoder-decoder: input = source (+eos), labels = target (+eos).
     Decoder-only: input = source + target + eos with labels -100 on the source; the generation
     input is the source alone. The source is truncated, never the target's end-of-sequence.
     `fit_source(batch, tokenizer, max_source_length)` may first rewrite over-long sources (MRQA
-    training keeps the window around the answer). datasets caches the result: the same data
-    and tokenizer are tokenised once, not once per rank or per run.
+    training keeps the window around the answer). `keep_source_end` truncates over-long sources
+    from the left instead (MBPP: the asserts at the end matter most). Decoder-only sources start
+    with the tokenizer's BOS when it has a distinct one (Llama, DeepSeek-Coder; not GPT-2 style
+    BOS = EOS). datasets caches the result: the same data and tokenizer are tokenised once, not
+    once per rank or per run.
     """
     eos = tokenizer.eos_token_id
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and tokenizer.bos_token_id != eos else []
+
+    def cut(ids: list[int], limit: int) -> list[int]:
+        return ids[-limit:] if keep_source_end else ids[:limit]
 
     def encode(batch):
         sources = fit_source(batch, tokenizer, max_source_length) if fit_source else batch["source"]
         if encoder_decoder:
-            src = tokenizer(sources, truncation=True, max_length=max_source_length)["input_ids"]
+            if keep_source_end:  # T5 ends every source with eos: keep it, cut from the left before it
+                src = [cut(s[:-1], max_source_length - 1) + s[-1:] for s in tokenizer(sources)["input_ids"]]
+            else:
+                src = tokenizer(sources, truncation=True, max_length=max_source_length)["input_ids"]
             tgt = tokenizer(batch["target"], truncation=True, max_length=max_target_length)["input_ids"]
             return {"input_ids": src, "labels": tgt, "prompt_ids": src}
-        src = tokenizer(sources, add_special_tokens=False, truncation=True, max_length=max_source_length)["input_ids"]
+        src = [bos + cut(s, max_source_length - len(bos)) for s in tokenizer(sources, add_special_tokens=False)["input_ids"]]
         tgt = tokenizer(batch["target"], add_special_tokens=False, truncation=True, max_length=max_target_length - 1)["input_ids"]
         tgt = [t + [eos] for t in tgt]
         return {

@@ -209,7 +209,7 @@ class TrainEngine:
         self.built = built
         model = built.model
         groups: dict[str, list] = {"prompt": [], "network": []}
-        for name, p in model.prompt.named_parameters():
+        for name, p in model.trainable_named_parameters():
             groups[model.prompt.lr_group(name)].append(p)
         lrs = {"prompt": prompt_lr, "network": network_lr}
         param_groups = [{"params": ps, "lr": lrs[g], "name": g} for g, ps in groups.items() if ps]
@@ -252,10 +252,10 @@ class TrainEngine:
 
 # ---- trainable state I/O --------------------------------------------------------------------
 def trainable_state(model: PromptedModel) -> dict[str, torch.Tensor]:
-    """Full fp32 copies of the prompt tensors, on every rank (a collective under ZeRO-3)."""
+    """Full fp32 copies of the trainable tensors, on every rank (a collective under ZeRO-3)."""
     state = {}
-    for name, p in model.prompt.named_parameters():
-        full = safe_get_full_fp32_param(p) if p.requires_grad else None
+    for name, p in model.trainable_named_parameters():
+        full = safe_get_full_fp32_param(p)
         if full is None:
             with gathered([p]):
                 full = p.detach().float()
@@ -267,7 +267,7 @@ def trainable_state(model: PromptedModel) -> dict[str, torch.Tensor]:
 def load_trainable_state(model: PromptedModel, state: dict[str, torch.Tensor]) -> None:
     """Put saved prompt values back into the module (e.g. the best checkpoint, for the final
     test evaluation). Every rank calls it; under ZeRO-3 rank 0's copy is re-partitioned."""
-    params = dict(model.prompt.named_parameters())
+    params = dict(model.trainable_named_parameters())
     missing = set(params) - set(state)
     if missing:
         raise ValueError(f"trainable state lacks {sorted(missing)}")

@@ -19,51 +19,88 @@ from .data import collate_generate, eval_shard
 
 
 @torch.no_grad()
-def generate_predictions(model, dataset, tokenizer, *, batch_size: int, max_new_tokens: int) -> list[str]:
+def generate_samples(model, dataset, tokenizer, *, batch_size: int, max_new_tokens: int, num_samples: int = 1,
+                     sampling: dict | None = None, seed: int = 0) -> list[list[str]]:
+    """Raw generated texts, `num_samples` per example (greedy unless `sampling` has do_sample).
+
+    Sampling draws from a generator seeded by (seed, rank) inside a forked RNG state, so an
+    evaluation neither depends on nor disturbs the training RNG.
+    """
     rank, world = dist_engine.rank(), dist_engine.world_size()
     was_training = model.training
     model.eval()
     left = not model.is_encoder_decoder
-    mine: list[tuple[int, str]] = []
+    mine: list[tuple[int, list[str]]] = []
     lengths = [len(ids) for ids in dataset["prompt_ids"]]
     by_length = sorted(range(len(dataset)), key=lambda i: (-lengths[i], i))
+    sampling = dict(sampling or {})
+    if not sampling.get("do_sample"):
+        sampling = {"do_sample": False, "num_beams": 1}
+    if num_samples > 1 and not sampling.get("do_sample"):
+        raise ValueError(f"task.num_samples={num_samples} needs sampling (task.do_sample=true): greedy samples are identical")
     try:
-        for positions in eval_shard(len(dataset), batch_size, rank, world):
-            indices = [by_length[p] if p >= 0 else -1 for p in positions]
-            rows = [dataset[i if i >= 0 else by_length[-1]] for i in indices]  # filler: the shortest
-            batch = collate_generate(rows, tokenizer.pad_token_id, left=left)
-            out = model.generate(
-                **batch, max_new_tokens=max_new_tokens, do_sample=False, num_beams=1,
-                synced_gpus=world > 1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
-            )
-            texts = tokenizer.batch_decode(out, skip_special_tokens=True)
-            mine += [(i, t.strip()) for i, t in zip(indices, texts) if i >= 0]
+        with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
+            torch.manual_seed(seed * 1000 + rank)
+            for positions in eval_shard(len(dataset), batch_size, rank, world):
+                indices = [by_length[p] if p >= 0 else -1 for p in positions]
+                rows = [dataset[i if i >= 0 else by_length[-1]] for i in indices]  # filler: the shortest
+                batch = collate_generate(rows, tokenizer.pad_token_id, left=left)
+                out = model.generate(
+                    **batch, max_new_tokens=max_new_tokens, num_return_sequences=num_samples, **sampling,
+                    synced_gpus=world > 1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                )
+                texts = tokenizer.batch_decode(out, skip_special_tokens=True)
+                for j, i in enumerate(indices):  # generate returns the samples of a row together
+                    if i >= 0:
+                        mine.append((i, texts[j * num_samples:(j + 1) * num_samples]))
     finally:
         model.train(was_training)
-    predictions: dict[int, str] = {}
+    samples: dict[int, list[str]] = {}
     for shard in dist_engine.all_gather_objects(mine):
-        for i, text in shard:
-            predictions.setdefault(i, text)
-    missing = set(range(len(dataset))) - set(predictions)
+        for i, texts in shard:
+            samples.setdefault(i, texts)
+    missing = set(range(len(dataset))) - set(samples)
     if missing:
         raise RuntimeError(f"evaluation lost {len(missing)} examples (e.g. {sorted(missing)[:5]})")
-    return [predictions[i] for i in range(len(dataset))]
+    return [samples[i] for i in range(len(dataset))]
 
 
-def evaluate(model, task, dataset, tokenizer, *, batch_size: int, max_new_tokens: int, predictions_path: str | None = None) -> dict[str, float]:
-    """Generate on every rank, score on rank 0 (others return {}), write predictions JSONL."""
-    predictions = generate_predictions(model, dataset, tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens)
+def _write_jsonl(path: Path, rows) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
+
+
+def evaluate(model, task, dataset, tokenizer, *, batch_size: int, max_new_tokens: int, predictions_path: str | None = None,
+             num_samples: int = 1, sampling: dict | None = None, seed: int = 0, allow_code_execution: bool = False) -> dict[str, float]:
+    """Generate on every rank, score on rank 0 (others return {}), write predictions JSONL.
+
+    A task with its own `score` (MBPP) gets every sample and returns one result row per example,
+    merged into the predictions file; its completions are also written as `<name>.completions.jsonl`
+    in the format `dpt-dist eval-mbpp` reads."""
+    raw = generate_samples(model, dataset, tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens,
+                           num_samples=num_samples, sampling=sampling, seed=seed)
     if dist_engine.rank() != 0:
         return {}
-    metrics = task.metrics(predictions, dataset)
+    samples = [[task.postprocess(text) for text in texts] for texts in raw]
+    if task.score is not None:
+        metrics, details = task.score(samples, dataset, allow_code_execution=allow_code_execution)
+    else:
+        metrics, details = task.metrics([s[0] for s in samples], dataset), [{} for _ in samples]
     if predictions_path:
         path = Path(predictions_path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
         extras = [c for c in ("answers", "group", "dataset") if c in dataset.column_names]
-        with tmp.open("w") as f:
-            for ex, pred in zip(dataset, predictions):
-                row = {"input": ex["source"], "target": ex["target"], "prediction": pred, **{c: ex[c] for c in extras}}
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-        os.replace(tmp, path)
+        rows = []
+        for ex, texts, preds, detail in zip(dataset, raw, samples, details):
+            row = {"input": ex["source"], "target": ex["target"], "prediction": preds[0], **{c: ex[c] for c in extras}, **detail}
+            if num_samples > 1 or task.score is not None:
+                row.update(generations=texts, predictions=preds)
+            rows.append(row)
+        _write_jsonl(path, rows)
+        if "task_id" in dataset.column_names:
+            _write_jsonl(path.with_name(path.stem + ".completions.jsonl"),
+                         ({"task_id": tid, "completion": p} for tid, preds in zip(dataset["task_id"], samples) for p in preds))
     return metrics

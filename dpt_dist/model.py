@@ -44,6 +44,7 @@ class PromptedModel(nn.Module):
         self.backbone = backbone
         self.prompt = prompt
         self.backbone.requires_grad_(False)
+        prompt.attach(self.backbone)  # LoRA installs its adapters (trainable) inside the backbone
         self.is_encoder_decoder = bool(backbone.config.is_encoder_decoder)
 
     # ---- construction / persistence (PEFT-style API) -------------------------------------
@@ -63,14 +64,27 @@ class PromptedModel(nn.Module):
             raise ValueError(
                 f"{artifact_dir}: prompt was trained for embedding size {expected}, backbone has {model.prompt.embed_dim}"
             )
-        missing, unexpected = model.prompt.load_state_dict(state, strict=False)
+        params = dict(model.trainable_named_parameters())
+        missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
         if missing or unexpected:
             raise ValueError(f"{artifact_dir}: prompt tensors do not match the method (missing {missing}, unexpected {unexpected})")
+        with torch.no_grad():
+            for name, p in params.items():
+                if tuple(state[name].shape) != tuple(p.shape):
+                    raise ValueError(f"{artifact_dir}: {name} has shape {list(state[name].shape)}, the method expects {list(p.shape)}")
+                p.copy_(state[name].to(p.dtype))
         return model
+
+    def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """Everything that trains, by artifact key: a method's own tensors by their name in the
+        method ("prompt.weight", "ffn.0.weight"); adapters installed in the backbone (LoRA) as
+        "backbone.<path>"."""
+        return [(name[len("prompt."):] if name.startswith("prompt.") else name, p)
+                for name, p in self.named_parameters() if p.requires_grad]
 
     def save_pretrained(self, out_dir: str, state_dict: dict | None = None, **metadata) -> str:
         """Write the trainable-only artifact. Under ZeRO-3 pass the gathered `state_dict` (engine.py)."""
-        state = state_dict if state_dict is not None else {k: v.detach() for k, v in self.prompt.state_dict().items()}
+        state = state_dict if state_dict is not None else {k: p.detach() for k, p in self.trainable_named_parameters()}
         meta = {"prompt": vars(self.prompt.config), "embed_dim": self.prompt.embed_dim, **metadata}
         return write_artifact(out_dir, state, meta)
 

@@ -24,7 +24,9 @@ from .config import RunConfig
 from .data import collate_train, global_batches, micro_batches_for_rank, tokenize
 from .evaluation import evaluate
 from .monitor import Monitor, log, setup_logging, write_json_atomic
+from .prompts import PROMPT_METHODS
 from .tasks import get_task, load_splits
+from .tasks.mbpp import OPT_IN_ERROR
 
 
 def _limit(ds, n):
@@ -71,15 +73,28 @@ def resolve_steps(train_cfg, num_train: int) -> int:
     return max(1, math.ceil(train_cfg.epochs * (num_train // train_cfg.batch_size)))
 
 
-def run(cfg: RunConfig, dry_run: bool = False, on_step=None) -> dict:
-    """Train, select, test, save. `on_step(step, train_engine, loss)` runs on every rank after each step."""
+def run(cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_execution: bool = False) -> dict:
+    """Train, select, test, save. `on_step(step, train_engine, loss)` runs on every rank after each step.
+    Tasks scored by running generated code (MBPP) need `allow_code_execution` (--allow-code-execution)."""
     started = time.time()
+    task = get_task(cfg.task.name)
+    if task.executes_code and not allow_code_execution and not dry_run:
+        raise PermissionError(f"task {task.name} is scored by executing the generated code: {OPT_IN_ERROR}")
+    if cfg.task.num_samples > 1 and task.score is None:
+        raise ValueError(f"task.num_samples={cfg.task.num_samples}: only tasks scored by pass@k (mbpp) take several samples")
+    sampling = cfg.task.sampling(task.sampling)
+    if cfg.task.num_samples > 1 and not sampling["do_sample"]:
+        raise ValueError(f"task.num_samples={cfg.task.num_samples} needs sampling (task.do_sample: true): greedy samples are identical")
     rank, world = engine.setup_distributed()
     setup_logging(rank)
     torch.manual_seed(cfg.train.seed)
     out_dir = Path(cfg.train.output_dir)
-    task = get_task(cfg.task.name)
     max_source = cfg.task.max_source_length or task.max_source_length
+    if task.budget_includes_prompt and not cfg.task.max_source_length:
+        max_source -= PROMPT_METHODS[cfg.prompt.method].prompt_length(cfg.prompt)
+        if max_source < 16:
+            raise ValueError(f"task {task.name}: the {task.max_source_length}-token budget leaves {max_source} tokens "
+                             f"for the text after a {cfg.prompt.length}-token prompt")
     max_target = cfg.task.max_target_length or task.max_target_length
     max_new_tokens = cfg.task.max_new_tokens or task.max_new_tokens
 
@@ -92,7 +107,8 @@ def run(cfg: RunConfig, dry_run: bool = False, on_step=None) -> dict:
     tokenizer = load_tokenizer(backbone_path)
     encoder_decoder = is_encoder_decoder(backbone_path)
     with engine.main_process_first():
-        data = {k: tokenize(v, tokenizer, encoder_decoder, max_source, max_target, fit_source=task.fit_source if k == "train" else None)
+        data = {k: tokenize(v, tokenizer, encoder_decoder, max_source, max_target, fit_source=task.fit_source if k == "train" else None,
+                            keep_source_end=task.truncate_source_left)
                 for k, v in splits.items()}
     steps = resolve_steps(cfg.train, len(data["train"]))
 
@@ -132,6 +148,7 @@ def run(cfg: RunConfig, dry_run: bool = False, on_step=None) -> dict:
         metrics = evaluate(
             train_engine.module, task, data[split], tokenizer, batch_size=cfg.train.eval_batch_size,
             max_new_tokens=max_new_tokens, predictions_path=str(out_dir / "predictions" / f"{split}_step{step}.jsonl"),
+            num_samples=cfg.task.num_samples, sampling=sampling, seed=cfg.train.seed + step, allow_code_execution=allow_code_execution,
         )
         if rank == 0:
             monitor.scalars(step, {f"eval/{split}/{k}": v for k, v in metrics.items()})
@@ -181,10 +198,16 @@ def run(cfg: RunConfig, dry_run: bool = False, on_step=None) -> dict:
     train_seconds = time.time() - train_started
 
     best_step = engine.broadcast_object(tracker.best_step)
-    if best_step != step:
-        engine.load_trainable_state(model, best_state)
-    test = run_eval(best_step, "test")
     best_validation = tracker.best
+    if data["test"]._fingerprint == data["validation"]._fingerprint:
+        # The protocol tests on the validation rows (MBPP 50-50, split_mode official): the
+        # evaluation of the best step already is the test evaluation.
+        log.info(f"the test split is the validation split: reporting the evaluation at step {best_step}")
+        test = dict(best_validation)
+    else:
+        if best_step != step:
+            engine.load_trainable_state(model, best_state)
+        test = run_eval(best_step, "test")
     if rank == 0:
         monitor.scalars(best_step, {f"eval/best_validation/{k}": v for k, v in best_validation.items()})
     monitor.close()
@@ -194,7 +217,7 @@ def run(cfg: RunConfig, dry_run: bool = False, on_step=None) -> dict:
         "trainable_params": trainable, "all_params": total,
         "steps": steps, "steps_run": step, "stopped_early": stopped_early,
         "train_loss": losses, "evaluations": evals,
-        "selection_metric": task.metric_names[0], "best_step": best_step,
+        "selection_metric": task.metric_names[0], "best_step": best_step, "generation": {"num_samples": cfg.task.num_samples, **sampling},
         "validation": best_validation, "test": test,
         "train_seconds": train_seconds, "wall_seconds": time.time() - started,
         "artifact": str(Path(artifact_dir).resolve()), "tensorboard": str((out_dir / "tensorboard").resolve()),

@@ -148,7 +148,7 @@ def test_presets_are_listed_and_runnable_by_name(tmp_path, tiny_backbones):
             "adept-superglue-t5-base", "adept-mrqa-t5-base", "dept-glue-t5-base", "dept-superglue-t5-base", "dept-mrqa-t5-base"} <= set(names)
     for name in names:
         cfg = load_config(PRESET_DIR / f"{name}.yaml")
-        assert cfg.model.name.startswith("google-t5/") and cfg.task.name
+        assert cfg.model.name.startswith(("google-t5/", "deepseek-ai/")) and cfg.task.name
     dpt = load_config(PRESET_DIR / "dpt-superglue-t5-large.yaml")
     assert (dpt.prompt.method, dpt.prompt.length, dpt.prompt.rank, dpt.task.split_mode, dpt.train.epochs) == ("dpt", 100, 10, "official", 100)
     listing = launch(1, ["-m", "dpt_dist.cli", "presets"], timeout=60, launcher="python").stdout

@@ -1,6 +1,8 @@
 """Unit tests of the prompt methods and the wrapper (single process, no DeepSpeed)."""
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSeq2SeqLM, LlamaConfig, T5Config
@@ -178,3 +180,33 @@ def test_loading_an_artifact_onto_the_wrong_backbone_is_a_clear_error(tmp_path):
         PromptedModel.from_pretrained(bigger, str(tmp_path / "a"))
     with pytest.raises(FileNotFoundError, match="not a prompt artifact"):
         PromptedModel.from_pretrained(bigger, str(tmp_path / "missing"))
+
+
+def test_lora_through_peft_starts_as_the_bare_backbone_and_round_trips(tmp_path):
+    torch.manual_seed(0)
+    backbone = AutoModelForCausalLM.from_config(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                                            num_attention_heads=4, num_key_value_heads=2))
+    ids = torch.randint(2, 64, (2, 7))
+    mask = torch.ones_like(ids)
+    bare = backbone(input_ids=ids, attention_mask=mask).logits
+    pristine = copy.deepcopy(backbone)  # LoRA is installed in place
+    model = PromptedModel.from_config(backbone, PromptConfig(method="lora", rank=4, alpha=8, dropout=0.0))
+    # peft's default targets for llama: q_proj (32 -> 32) and v_proj (32 -> 16), r * (d_in + d_out) each, 2 layers
+    trainable = dict(model.trainable_named_parameters())
+    assert sum(p.numel() for p in trainable.values()) == 2 * (4 * (32 + 32) + 4 * (32 + 16))
+    assert all(k.startswith("backbone.") for k in trainable) and model.prompt.num_virtual_tokens == 0
+    assert torch.allclose(model(ids, mask).logits, bare, atol=1e-6)  # B = 0: unchanged at init
+    with torch.no_grad():
+        for p in trainable.values():
+            p.add_(torch.randn_like(p) * 0.1)
+    tuned = model(ids, mask).logits
+    assert not torch.allclose(tuned, bare, atol=1e-4)
+    model.save_pretrained(str(tmp_path / "lora"))
+    again = PromptedModel.from_pretrained(pristine, str(tmp_path / "lora"))
+    assert torch.allclose(again(ids, mask).logits, tuned, atol=1e-6)
+
+
+def test_lora_on_a_missing_module_name_is_a_clear_error():
+    backbone = tiny_t5()
+    with pytest.raises(ValueError, match="prompt.target_modules"):
+        PromptedModel.from_config(backbone, PromptConfig(method="lora", rank=2, target_modules=["no_such_proj"]))

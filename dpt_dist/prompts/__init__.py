@@ -1,5 +1,5 @@
 """Prompt methods: one module each, one interface (base.PromptMethod), one registry."""
-from . import adept, dept, dpt, pt, residual  # noqa: F401  (registers the methods)
+from . import adept, dept, dpt, lora, pt, residual  # noqa: F401  (registers the methods)
 from .base import PROMPT_METHODS, PromptConfig, PromptMethod, build_prompt, prompt_init_token_ids
 
 __all__ = ["PROMPT_METHODS", "PromptConfig", "PromptMethod", "build_prompt", "prompt_init_token_ids"]

@@ -21,16 +21,17 @@ class PromptConfig:
 
     method: str = "adept"
     length: int = 60  # l (PT, Residual PT, DPT) or m, the short prompt of DePT / ADePT
-    rank: int = 19  # r: DPT bottleneck, DePT low-rank size, ADePT hidden width
+    rank: int = 19  # r: DPT bottleneck, DePT low-rank size, ADePT hidden width, LoRA rank
     init: str = "vocab"  # soft-prompt init: random | vocab | text
     init_text: str = ""  # used when init == "text"
     factor_init: str = "gaussian"  # DPT factors: gaussian (paper) | uniform (released code, U(-0.5, 0.5))
     init_std: float = 1.0  # std of the Gaussian DPT factor init
     hidden: int = 400  # Residual PT bottleneck k
     max_positions: int = 256  # DePT L: positions that receive a low-rank offset
-    alpha: float = 8.0  # DePT scaling numerator
-    dropout: float = 0.1  # ADePT dropout on the hidden pre-activation (training only)
+    alpha: float = 8.0  # DePT scaling numerator; LoRA's lora_alpha
+    dropout: float = 0.1  # ADePT dropout on the hidden pre-activation; LoRA dropout (training only)
     vocab_init_range: int = 5000  # vocab init samples rows among the first N token ids (Lester)
+    target_modules: list[str] | None = None  # LoRA: linear layers to adapt (None: peft's default per architecture)
 
     def __post_init__(self):
         if self.method not in PROMPT_METHODS:
@@ -85,7 +86,16 @@ class PromptMethod(nn.Module):
 
     @property
     def num_virtual_tokens(self) -> int:
-        return self.config.length
+        return self.prompt_length(self.config)
+
+    @classmethod
+    def prompt_length(cls, config: PromptConfig) -> int:
+        """Virtual tokens this method prepends under `config` (0 for methods without a prompt)."""
+        return config.length
+
+    def attach(self, backbone: nn.Module) -> None:
+        """Called once with the frozen backbone; methods that live inside it (LoRA) install
+        themselves here. Soft-prompt methods need nothing."""
 
     def lr_group(self, param_name: str) -> str:
         """Which learning rate a parameter trains with: "prompt" (the soft-prompt table) or

@@ -11,6 +11,8 @@ on the official validation set, as the DPT paper does):
          become validation, the rest train; the official validation set becomes test
   mnli   validation_mismatched -> validation, validation_matched -> test
   own    the dataset's own train / validation / test (PAWS)
+  fixed  the reader returns train / validation / test itself, for either split mode (MBPP's
+         task_id ranges)
 """
 from __future__ import annotations
 
@@ -23,17 +25,17 @@ import torch
 from .sources import DataError, RawSplit, text_field
 
 TASKS: dict[str, "Task"] = {}
-PROTOCOLS = ("halve", "carve", "mnli", "own")
+PROTOCOLS = ("halve", "carve", "mnli", "own", "fixed")
 
 
 @dataclass
 class Task:
     name: str
-    family: str  # glue | superglue | mrqa | other
+    family: str  # glue | superglue | mrqa | other | code
     description: str
     read: Callable  # (TaskConfig) -> {official split name: RawSplit}
     format: Callable  # (raw row) -> {"source", "target", extras...}; ValueError on a bad row
-    metrics: Callable  # (predictions, formatted examples) -> {name: value in percent}
+    metrics: Callable | None  # (predictions, formatted examples) -> {name: value in percent}
     metric_names: list[str]  # the first one selects the best checkpoint
     protocol: str = "halve"
     labels: list[str] | None = None  # the closed set of target strings, if the task has one
@@ -43,6 +45,12 @@ class Task:
     expand_train: Callable | None = None  # (formatted train rows) -> training rows (ReCoRD: one per answer)
     fit_source: Callable | None = None  # (batch, tokenizer, max_len) -> sources (MRQA: keep the answer)
     hub: str = ""  # the hub dataset used when no local data is configured
+    budget_includes_prompt: bool = False  # max_source_length counts the soft prompt too (MBPP: 325 - m)
+    truncate_source_left: bool = False  # keep the end of an over-long source (MBPP: the asserts)
+    sampling: dict | None = None  # generation settings of the protocol (None: greedy)
+    postprocess: Callable = str.strip  # raw generated text -> prediction
+    score: Callable | None = None  # (samples per example, examples, allow_code_execution=) -> (metrics, rows)
+    executes_code: bool = False  # scoring runs generated code: needs the explicit opt-in
 
     def __post_init__(self):
         assert self.protocol in PROTOCOLS, self.protocol
@@ -135,7 +143,9 @@ def load_splits(task: Task, config) -> dict[str, datasets.Dataset]:
     fmt = {name: format_split(task, r) for name, r in raw.items()}
     official = config.split_mode == "official"
     seed = config.split_seed
-    if task.protocol == "own":
+    if task.protocol == "fixed":
+        splits, where = fmt, origins
+    elif task.protocol == "own":
         splits = {"train": fmt["train"], "validation": fmt["validation"], "test": fmt.get("test", fmt["validation"])}
         if official:
             splits["test"] = fmt["validation"]
