@@ -51,6 +51,8 @@ import time
 from dataclasses import asdict, dataclass
 
 STATUSES = ("passed", "failed", "timeout", "out-of-memory", "syntax-error")
+OPT_IN_ERROR = ("executing model-generated code is refused without --allow-code-execution "
+                "(read the README's 'Executing generated code' section for what the sandbox isolates)")
 
 # exit codes of the program process (a program can forge these, but only ever into a failure)
 _EXIT_EXCEPTION, _EXIT_MEMORY, _EXIT_SYNTAX, _EXIT_EARLY, _EXIT_SETUP = 70, 71, 72, 73, 74

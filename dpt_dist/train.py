@@ -25,8 +25,8 @@ from .data import collate_train, global_batches, micro_batches_for_rank, tokeniz
 from .evaluation import evaluate
 from .monitor import Monitor, log, setup_logging, write_json_atomic
 from .prompts import PROMPT_METHODS
+from .sandbox import OPT_IN_ERROR
 from .tasks import get_task, load_splits
-from .tasks.mbpp import OPT_IN_ERROR
 
 
 def _limit(ds, n):

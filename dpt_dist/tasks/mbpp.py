@@ -26,12 +26,9 @@ import re
 from math import comb
 from pathlib import Path
 
-from ..sandbox import Limits, SandboxPool
+from ..sandbox import OPT_IN_ERROR, Limits, SandboxPool
 from .registry import Task, register
 from .sources import DataError, RawSplit, from_file, from_hub, iter_jsonl, use_local
-
-OPT_IN_ERROR = ("executing model-generated code is refused without --allow-code-execution "
-                "(read the README's 'Executing generated code' section for what the sandbox isolates)")
 
 # name -> inclusive task_id ranges
 SPLITS = {
