@@ -21,13 +21,17 @@ CONFIG = "prompt_config.json"
 FORMAT_VERSION = 1
 
 
-def write_artifact(out_dir: str | os.PathLike, state: dict[str, torch.Tensor], meta: dict) -> str:
+def write_artifact(out_dir: str | os.PathLike, state: dict[str, torch.Tensor], meta: dict,
+                   extra_files: dict[str, dict[str, torch.Tensor]] | None = None) -> str:
+    """`extra_files`: more safetensors files in the same directory (an export's merged table)."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state.items()}
         save_file(tensors, str(tmp / WEIGHTS))
+        for name, extra in (extra_files or {}).items():
+            save_file({k: v.detach().to("cpu").contiguous() for k, v in extra.items()}, str(tmp / name))
         meta = {
             "format_version": FORMAT_VERSION,
             **meta,

@@ -6,6 +6,8 @@ import sys
 
 USAGE = """dpt-dist train CONFIG.yaml|PRESET [--dry-run] [--allow-code-execution] [--section.key value ...]
        dpt-dist eval-mbpp --completions FILE.jsonl --allow-code-execution [--data PATH] [--split NAME] --out DIR
+       dpt-dist export ARTIFACT --out DIR [--merge-embeddings] [--backbone PATH]
+       dpt-dist predict ARTIFACT (--input FILE.jsonl | --text TEXT ...) [--backbone PATH] [--out FILE.jsonl]
        dpt-dist tasks      (the task router's tasks)
        dpt-dist presets    (the papers' settings, runnable by name)
 
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     train.add_argument("config", help="YAML run config, or the name of a preset (dpt-dist presets)")
     train.add_argument("--dry-run", action="store_true", help="build data, model and engine config, print the parameter count, exit")
     train.add_argument("--allow-code-execution", action="store_true", help=ALLOW_HELP + "; MBPP training needs it")
+    train.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
+                       help="continue from the newest complete checkpoint in OUTPUT_DIR/checkpoints (or the one given); "
+                            "a fresh start if there is none yet")
     mbpp = sub.add_parser("eval-mbpp", help="score MBPP completions by running them in the sandbox (pass@k)")
     mbpp.add_argument("--completions", required=True, help="JSONL, one {task_id, completion} per line; several lines per task = samples")
     mbpp.add_argument("--allow-code-execution", action="store_true", help=ALLOW_HELP)
@@ -48,6 +53,20 @@ def main(argv: list[str] | None = None) -> int:
     mbpp.add_argument("--workers", type=int, default=None, help="parallel sandbox workers (default: one per CPU)")
     mbpp.add_argument("--timeout", type=float, default=10.0, help="CPU seconds per program (wall clock: 3x + 5 s)")
     mbpp.add_argument("--memory-mb", type=int, default=1024, help="address-space limit per program")
+    exp = sub.add_parser("export", help="fold a trained prompt for inference (DPT: A.B; ADePT: merged input table)")
+    exp.add_argument("artifact", help="a prompt artifact directory (OUTPUT_DIR/prompt)")
+    exp.add_argument("--out", required=True, help="directory for the exported artifact")
+    exp.add_argument("--merge-embeddings", action="store_true", help="ADePT: precompute E + f(E) over the vocabulary")
+    exp.add_argument("--backbone", default=None, help="base model (default: the one recorded in the artifact)")
+    pred = sub.add_parser("predict", help="generate with a backbone + prompt artifact (exported or not)")
+    pred.add_argument("artifact", help="a prompt artifact directory")
+    source = pred.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="JSONL with a 'source' (or 'input' / 'text') field per line")
+    source.add_argument("--text", nargs="+", help="one or more input texts")
+    pred.add_argument("--backbone", default=None, help="base model (default: the one recorded in the artifact)")
+    pred.add_argument("--max-new-tokens", type=int, default=32)
+    pred.add_argument("--batch-size", type=int, default=16)
+    pred.add_argument("--out", default=None, help="JSONL output (default: print to stdout)")
     sub.add_parser("tasks", help="list the tasks, their split protocol and metrics")
     sub.add_parser("presets", help="list the preset configs (the papers' settings)")
     args, overrides = parser.parse_known_args(argv)
@@ -56,6 +75,15 @@ def main(argv: list[str] | None = None) -> int:
         return _list_tasks()
     if args.command == "presets":
         return _list_presets()
+    if args.command in ("export", "predict"):
+        if overrides:
+            parser.error(f"unrecognized arguments: {' '.join(overrides)}")
+        _quiet_libraries()
+        try:
+            return _export(args) if args.command == "export" else _predict(args)
+        except (ValueError, FileNotFoundError, OSError) as err:
+            print(f"dpt-dist {args.command}: error: {err}", file=sys.stderr)
+            return 2
     if args.command == "eval-mbpp":
         return _eval_mbpp(args) if not overrides else parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     if overrides and args.command != "train":
@@ -72,15 +100,92 @@ def main(argv: list[str] | None = None) -> int:
     from .train import run
 
     try:
-        run(cfg, dry_run=args.dry_run, allow_code_execution=args.allow_code_execution)
+        run(cfg, dry_run=args.dry_run, allow_code_execution=args.allow_code_execution, resume=args.resume)
     except (ValueError, FileNotFoundError, PermissionError) as err:
         print(f"dpt-dist: error: {err}", file=sys.stderr)
         engine.shutdown(together=False)
         return 2
+    except RuntimeError as err:
+        if engine.world_size() <= 1:
+            engine.shutdown(together=False)
+            raise
+        # A collective failed: another rank died or lost its connection. Say so, and how to go on.
+        print(f"dpt-dist: error: rank {engine.rank()} lost its peers ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+              f"the job stops. Rerun with --resume to continue from the last complete checkpoint in "
+              f"{cfg.train.output_dir}/checkpoints", file=sys.stderr, flush=True)
+        engine.shutdown(together=False)
+        return 1
     except BaseException:
         engine.shutdown(together=False)
         raise
     engine.shutdown()
+    return 0
+
+
+def _load_for_inference(artifact: str, backbone_path: str | None):
+    from .artifact import read_artifact
+    from .backbone import load_backbone, load_tokenizer
+
+    meta, _ = read_artifact(artifact)
+    path = backbone_path or meta.get("base_model")
+    if not path:
+        raise ValueError(f"{artifact}: the artifact names no base model; pass --backbone")
+    return meta, load_backbone(path), load_tokenizer(backbone_path or meta.get("tokenizer") or path)
+
+
+def _export(args) -> int:
+    from .export import export
+
+    backbone = _load_for_inference(args.artifact, args.backbone)[1] if args.merge_embeddings else None
+    out = export(args.artifact, args.out, merge_embeddings=args.merge_embeddings, backbone=backbone)
+    print(f"exported {args.artifact} -> {out}")
+    return 0
+
+
+def _predict(args) -> int:
+    import json
+
+    import torch
+
+    from .data import collate_generate
+    from .model import PromptedModel
+
+    if args.input:
+        from .tasks.sources import iter_jsonl
+
+        texts = []
+        for line_no, row in iter_jsonl(__import__("pathlib").Path(args.input)):
+            text = row.get("source", row.get("input", row.get("text")))
+            if not isinstance(text, str):
+                raise ValueError(f"{args.input}: line {line_no} has no 'source', 'input' or 'text' string")
+            texts.append(text)
+    else:
+        texts = args.text
+    _, backbone, tokenizer = _load_for_inference(args.artifact, args.backbone)
+    model = PromptedModel.from_pretrained(backbone, args.artifact).eval()
+    encoder_decoder = model.is_encoder_decoder
+    rows = []
+    for start in range(0, len(texts), args.batch_size):
+        chunk = texts[start:start + args.batch_size]
+        ids = tokenizer(chunk, add_special_tokens=encoder_decoder)["input_ids"]
+        bos = tokenizer.bos_token_id
+        if not encoder_decoder and bos is not None and bos != tokenizer.eos_token_id:  # as training tokenised it
+            ids = [[bos, *i] for i in ids]
+        batch = collate_generate([{"prompt_ids": i} for i in ids], tokenizer.pad_token_id, left=not encoder_decoder)
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=args.max_new_tokens, do_sample=False, num_beams=1,
+                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+        rows += [{"input": t, "prediction": p.strip()} for t, p in zip(chunk, tokenizer.batch_decode(out, skip_special_tokens=True))]
+    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
+    if args.out:
+        from pathlib import Path
+
+        tmp = Path(args.out).with_name(Path(args.out).name + ".tmp")
+        tmp.write_text(lines)
+        tmp.replace(args.out)
+        print(f"{len(rows)} predictions -> {args.out}")
+    else:
+        sys.stdout.write(lines)
     return 0
 
 

@@ -91,14 +91,20 @@ class TrainConfig:
     eval_every: int = 0  # validation every N steps (0: once, after training); the best is kept
     early_stopping_patience: int = 0  # stop after N evaluations without improvement (0: never)
     eval_batch_size: int = 16
+    checkpoint_every: int = 0  # write a resumable checkpoint every N steps (and after the last); 0: never
+    keep_checkpoints: int = 2  # the newest K checkpoints are kept, plus the one of the best validation step
+    max_steps_per_run: int | None = None  # stop this run after N steps with a checkpoint (time-limited jobs); --resume continues
+    spectrum_every: int = 50  # log the singular values of the effective prompt every N steps (0: never)
 
     def __post_init__(self):
         for name in ("steps", "batch_size", "micro_batch_size", "eval_batch_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_every", "early_stopping_patience"):
+        for name in ("eval_every", "early_stopping_patience", "checkpoint_every", "keep_checkpoints", "spectrum_every"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_steps_per_run is not None and self.max_steps_per_run < 1:
+            raise ValueError(f"train.max_steps_per_run must be >= 1, got {self.max_steps_per_run}")
         if self.epochs is not None and self.epochs <= 0:
             raise ValueError(f"train.epochs must be > 0, got {self.epochs}")
 

@@ -23,7 +23,7 @@ import torch
 import torch.distributed as dist
 
 import deepspeed
-from deepspeed.utils import safe_get_full_fp32_param
+from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state, safe_set_full_fp32_param, safe_set_full_optimizer_state
 from transformers.integrations import HfDeepSpeedConfig
 
 from .backbone import load_backbone
@@ -248,6 +248,115 @@ class TrainEngine:
 
     def train(self, mode: bool = True) -> None:
         self.engine.train(mode)
+
+    # -- resumable state (checkpoints) ----------------------------------------------------------
+    # Everything is kept in replicated form (full fp32 tensors), never as this rank's ZeRO
+    # partition: a checkpoint written at one world size then loads at any other.
+    _MOMENTS = ("exp_avg", "exp_avg_sq")
+
+    def _torch_optimizer(self) -> torch.optim.Optimizer:
+        opt = self.optimizer
+        while not isinstance(opt, torch.optim.Optimizer):  # ZeRO / bf16 wrappers hold the real one
+            opt = opt.optimizer
+        return opt
+
+    def _link_optimizer_fragments(self) -> None:
+        """DeepSpeed 0.19's ZeRO-1/2 and bf16 optimizers link each parameter to its slice of
+        the optimizer state once, right after the first group's first step; with two param
+        groups (prompt / network) the second group has no state yet at that moment and its
+        moments stay unreachable. Link again now that every group has stepped."""
+        opt = self.optimizer
+        if hasattr(opt, "_hp_optimizer_states_linked") and hasattr(opt, "_lazy_init_hp_params_optimizer_state"):
+            opt._hp_optimizer_states_linked = False
+            opt._lazy_init_hp_params_optimizer_state()
+
+    def _master(self, p):
+        """Without ZeRO the fp32 master of `p` is p itself (fp32) or its copy in the bf16
+        wrapper's parallel lists (FP16_UnfusedOptimizer keeps fp16_groups / fp32_groups)."""
+        opt = self.optimizer
+        for lows, highs in zip(getattr(opt, "fp16_groups", []), getattr(opt, "fp32_groups", [])):
+            for low, high in zip(lows, highs):
+                if low is p:
+                    return high
+        return p
+
+    def _full(self, p, key: str | None) -> torch.Tensor:
+        full = safe_get_full_fp32_param(p) if key is None else safe_get_full_optimizer_state(p, key)
+        if full is None:  # no ZeRO: read the master copy and its torch optimizer state directly
+            master = self._master(p)
+            full = master.data if key is None else self._torch_optimizer().state[master][key]
+        return full.detach().to("cpu", torch.float32).clone().reshape(tuple(getattr(p, "ds_shape", p.shape)))
+
+    def state_dict(self) -> dict:
+        """Full fp32 trainable tensors and Adam moments, the Adam step, the LR scheduler and
+        DeepSpeed's step counters. A collective under ZeRO-3: every rank calls it."""
+        self._link_optimizer_fragments()
+        tensors = {}
+        for name, p in self.module.trainable_named_parameters():
+            tensors[f"param/{name}"] = self._full(p, None)
+            for key in self._MOMENTS:
+                tensors[f"{key}/{name}"] = self._full(p, key)
+        steps = [float(s["step"]) for s in self._torch_optimizer().state.values() if "step" in s]
+        return {"tensors": tensors, "optimizer_step": max(steps, default=0.0), "scheduler": self.scheduler.state_dict(),
+                "global_steps": self.engine.global_steps, "global_samples": self.engine.global_samples}
+
+    def load_state_dict(self, state: dict, warmup_batches: list[dict]) -> None:
+        """Continue from `state` (state_dict() of this or another world size). Every rank calls it.
+
+        Adam's moments exist only after a first step, so one step on a zero loss creates them
+        (a zero gradient moves nothing: both moments stay 0 and the update is 0); then every
+        value is overwritten: fp32 master and working copies, moments, step, schedule.
+        """
+        for batch in warmup_batches:  # one optimizer step = gradient_accumulation_steps micro-batches
+            self.backward(self.forward(batch).loss_sum * 0.0)
+            self.step()
+        self._link_optimizer_fragments()
+        tensors = state["tensors"]
+        params = dict(self.module.trainable_named_parameters())
+        expected = {f"{kind}/{name}" for name in params for kind in ("param", *self._MOMENTS)}
+        if set(tensors) != expected:
+            raise ValueError(f"the checkpoint's tensors do not match this model (missing {sorted(expected - set(tensors))[:4]}, "
+                             f"unexpected {sorted(set(tensors) - expected)[:4]})")
+        base = self._torch_optimizer()
+        for name, p in params.items():
+            shape = tuple(getattr(p, "ds_shape", p.shape))
+            if tuple(tensors[f"param/{name}"].shape) != shape:
+                raise ValueError(f"checkpoint tensor {name} has shape {list(tensors[f'param/{name}'].shape)}, the model {list(shape)}")
+            for key in (None, *self._MOMENTS):
+                value = tensors[f"{key or 'param'}/{name}"]
+                if hasattr(p, "ds_id") or hasattr(p, "_hp_mapping"):
+                    target = p.ds_tensor if hasattr(p, "ds_id") else p
+                    value = value.to(target.device)
+                    (safe_set_full_fp32_param(p, value) if key is None else safe_set_full_optimizer_state(p, value, key))
+                else:
+                    master = self._master(p)
+                    with torch.no_grad():
+                        (master.data if key is None else base.state[master][key]).copy_(value.to(master.device))
+        load_trainable_state(self.module, {name: tensors[f"param/{name}"] for name in params})  # the working (module) copy
+        for group_state in base.state.values():
+            if "step" in group_state:
+                if torch.is_tensor(group_state["step"]):
+                    group_state["step"].fill_(state["optimizer_step"])
+                else:
+                    group_state["step"] = state["optimizer_step"]
+        self.scheduler.load_state_dict(state["scheduler"])
+        for group, lr in zip(self.scheduler.optimizer.param_groups, self.scheduler.get_last_lr()):
+            group["lr"] = lr
+        self.engine.global_steps = state["global_steps"]
+        self.engine.global_samples = state["global_samples"]
+
+
+def prompt_spectrum(model: PromptedModel) -> torch.Tensor | None:
+    """Singular values (descending, fp32) of the effective soft prompt, the l x d matrix the
+    method prepends; None for methods without one. A collective under ZeRO-3."""
+    if model.prompt.num_virtual_tokens == 0:
+        return None
+    with gathered(list(model.prompt.parameters())), torch.no_grad():
+        was_training = model.prompt.training
+        model.prompt.eval()
+        matrix = model.prompt.effective_prompt().detach().float().cpu()
+        model.prompt.train(was_training)
+    return torch.linalg.svdvals(matrix)
 
 
 # ---- trainable state I/O --------------------------------------------------------------------

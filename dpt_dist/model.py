@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -58,6 +59,16 @@ class PromptedModel(nn.Module):
     def from_pretrained(cls, backbone: nn.Module, artifact_dir: str) -> "PromptedModel":
         """Attach a saved prompt artifact to a backbone (one call, ready to generate)."""
         meta, state = read_artifact(artifact_dir)
+        if meta.get("merged_input_embeddings"):  # an ADePT export: its offsets live in a merged input table
+            from safetensors.torch import load_file
+
+            from .export import MERGED_TABLE, install_input_embeddings
+
+            table = load_file(str(Path(artifact_dir) / MERGED_TABLE))["weight"]
+            expected = tuple(backbone.get_input_embeddings().weight.shape)
+            if tuple(table.shape) != expected:
+                raise ValueError(f"{artifact_dir}: merged input table {list(table.shape)} does not fit this backbone's {list(expected)}")
+            install_input_embeddings(backbone, table.to(backbone.dtype))
         model = cls.from_config(backbone, PromptConfig(**meta["prompt"]))
         expected = meta.get("embed_dim")
         if expected is not None and expected != model.prompt.embed_dim:
@@ -107,7 +118,7 @@ class PromptedModel(nn.Module):
     # ---- the shared input path ------------------------------------------------------------
     def _prompted_inputs(self, input_ids, attention_mask):
         """Embeddings with offsets, the prompt prepended, and the extended attention mask."""
-        embeds = self.backbone.get_input_embeddings()(input_ids)
+        embeds = self.input_embeddings()(input_ids)
         mask = attention_mask.bool()
         positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
         embeds, prompt = self.prompt(embeds, mask, positions)
@@ -115,6 +126,13 @@ class PromptedModel(nn.Module):
         embeds = torch.cat([prompt.unsqueeze(0).expand(batch, -1, -1), embeds], dim=1)
         full_mask = torch.cat([attention_mask.new_ones(batch, length), attention_mask], dim=1)
         return embeds, full_mask
+
+    def input_embeddings(self) -> nn.Module:
+        """The table that embeds input tokens: the encoder's for encoder-decoders (normally the
+        shared one; an exported ADePT prompt swaps in its merged table there only)."""
+        if self.is_encoder_decoder:
+            return self.backbone.get_encoder().get_input_embeddings()
+        return self.backbone.get_input_embeddings()
 
     @staticmethod
     def _position_ids(mask):

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import torch
 
-from . import engine
+from . import checkpoint, engine
 from .backbone import is_encoder_decoder, is_tiny_preset, load_tokenizer, materialize_tiny
 from .config import RunConfig
 from .data import collate_train, global_batches, micro_batches_for_rank, tokenize
 from .evaluation import evaluate
-from .monitor import Monitor, log, setup_logging, write_json_atomic
+from .monitor import Monitor, log, peak_memory_mb, setup_logging, write_json_atomic
 from .prompts import PROMPT_METHODS
 from .sandbox import OPT_IN_ERROR
 from .tasks import get_task, load_splits
@@ -67,15 +67,43 @@ class BestTracker:
         return improved, bool(self.patience) and self.stale >= self.patience
 
 
+def _on_rank0_then_everywhere(fn):
+    """Run fn on rank 0 only (files may exist only there) and hand its result, or its error,
+    to every rank, so that all ranks go on or stop together."""
+    result, error = None, None
+    if engine.rank() == 0:
+        try:
+            result = fn()
+        except (ValueError, FileNotFoundError) as err:
+            error = err
+    result, error = engine.broadcast_object((result, error))
+    if error is not None:
+        raise error
+    return result
+
+
+def _check_resumable(saved: dict, cfg: RunConfig, path) -> None:
+    """A checkpoint continues the run that wrote it: same method, task, data order and seed."""
+    before = saved["config"]
+    for section, key in (("prompt", None), ("task", "name"), ("train", "batch_size"), ("train", "seed"), ("model", "name")):
+        was = before[section] if key is None else before[section][key]
+        now = cfg.to_dict()[section] if key is None else cfg.to_dict()[section][key]
+        if was != now:
+            name = section if key is None else f"{section}.{key}"
+            raise ValueError(f"--resume {path}: the checkpoint was written with {name}={was!r}, this run has {now!r}; "
+                             "a checkpoint only continues the run that wrote it")
+
+
 def resolve_steps(train_cfg, num_train: int) -> int:
     if train_cfg.epochs is None:
         return train_cfg.steps
     return max(1, math.ceil(train_cfg.epochs * (num_train // train_cfg.batch_size)))
 
 
-def run(cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_execution: bool = False) -> dict:
+def run(cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_execution: bool = False, resume: str | None = None) -> dict:
     """Train, select, test, save. `on_step(step, train_engine, loss)` runs on every rank after each step.
-    Tasks scored by running generated code (MBPP) need `allow_code_execution` (--allow-code-execution)."""
+    Tasks scored by running generated code (MBPP) need `allow_code_execution` (--allow-code-execution).
+    `resume`: "latest" (the newest complete checkpoint of OUTPUT_DIR, if any) or a checkpoint path."""
     started = time.time()
     task = get_task(cfg.task.name)
     if task.executes_code and not allow_code_execution and not dry_run:
@@ -135,14 +163,74 @@ def run(cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_executio
         adam_eps=cfg.train.adam_eps, warmup_steps=cfg.train.warmup_steps, total_steps=steps,
     )
     gas = train_engine.gradient_accumulation_steps
-    monitor = Monitor(str(out_dir / "tensorboard"), steps, enabled=rank == 0)
     train_set, pad_id = data["train"], tokenizer.pad_token_id
-    batches = global_batches(len(train_set), cfg.train.batch_size, cfg.train.seed)
     artifact_dir = str(out_dir / "prompt")
+    ckpt_root = out_dir / "checkpoints"
     tracker = BestTracker(task.metric_names[0], cfg.train.early_stopping_patience)
     best_state: dict | None = None
     losses: list[float] = []
     evals: list[dict] = []
+    spectra: list[list] = []  # [step, singular values] of the effective prompt
+
+    def my_micro_batches(global_batch: list[int]) -> list[dict]:
+        mbs = micro_batches_for_rank(global_batch, cfg.train.micro_batch_size, rank, world)
+        return [collate_train([train_set[i] for i in mb], pad_id) for mb in mbs]
+
+    step = 0
+    resume_path = _on_rank0_then_everywhere(lambda: checkpoint.resolve(resume, ckpt_root)) if resume else None
+    if resume_path is not None:
+        tensors, saved = _on_rank0_then_everywhere(lambda: checkpoint.read(resume_path))
+        _check_resumable(saved, cfg, resume_path)
+        warmup = my_micro_batches(next(global_batches(len(train_set), cfg.train.batch_size, cfg.train.seed)))
+        train_engine.load_state_dict({**saved, "tensors": {k[len("train/"):]: v for k, v in tensors.items() if k.startswith("train/")}}, warmup)
+        step, losses, evals, spectra = saved["step"], saved["losses"], saved["evals"], saved["spectra"]
+        if saved["has_best"]:
+            best_state = {k[len("best/"):]: v for k, v in tensors.items() if k.startswith("best/")}
+        for key, value in saved["tracker"].items():
+            setattr(tracker, key, value)
+        if saved["world_size"] == world:  # the same ranks continue their own random streams (dropout)
+            torch.set_rng_state(tensors[f"rng/rank{rank}/cpu"])
+            if torch.cuda.is_available() and f"rng/rank{rank}/cuda0" in tensors:
+                torch.cuda.set_rng_state_all([tensors[f"rng/rank{rank}/cuda{i}"] for i in range(torch.cuda.device_count())])
+        else:
+            log.info(f"elastic resume: world size {saved['world_size']} -> {world}; the data order, prompt, optimizer and "
+                     "schedule continue exactly, the random streams (dropout) of the new ranks start fresh")
+        log.info(f"resumed from {resume_path} at step {step}/{steps}")
+    elif resume:
+        log.info(f"--resume: no complete checkpoint in {ckpt_root} yet, starting from step 0")
+    batches = global_batches(len(train_set), cfg.train.batch_size, cfg.train.seed)
+    for _ in range(step):  # the data position: the global batch sequence is fixed by the seed
+        next(batches)
+    monitor = Monitor(str(out_dir / "tensorboard"), steps, enabled=rank == 0, initial=step)
+
+    def save_checkpoint(at_step: int) -> None:
+        """Every rank gathers (collective); rank 0 writes the directory atomically."""
+        state = train_engine.state_dict()
+        rngs = engine.all_gather_objects({"cpu": torch.get_rng_state(),
+                                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
+        if rank == 0:
+            tensors = {f"train/{k}": v for k, v in state["tensors"].items()}
+            tensors.update({f"best/{k}": v for k, v in (best_state or {}).items()})
+            for r, rng in enumerate(rngs):
+                tensors[f"rng/rank{r}/cpu"] = rng["cpu"]
+                tensors.update({f"rng/rank{r}/cuda{i}": t for i, t in enumerate(rng["cuda"])})
+            saved = {
+                "step": at_step, "steps": steps, "world_size": world, "data_position": {"global_batches_consumed": at_step},
+                "optimizer_step": state["optimizer_step"], "scheduler": state["scheduler"],
+                "global_steps": state["global_steps"], "global_samples": state["global_samples"],
+                "losses": losses, "evals": evals, "spectra": spectra, "has_best": best_state is not None,
+                "tracker": {k: getattr(tracker, k) for k in ("best_step", "best", "stale")}, "config": cfg.to_dict(),
+            }
+            path = checkpoint.write(ckpt_root, at_step, tensors, saved)
+            checkpoint.prune(ckpt_root, cfg.train.keep_checkpoints, {tracker.best_step} if tracker.best_step else set())
+            log.info(f"checkpoint: {path}")
+        engine.barrier()
+
+    def log_spectrum(at_step: int) -> None:
+        values = engine.prompt_spectrum(model)  # collective
+        if values is not None and rank == 0:
+            spectra.append([at_step, [round(v, 6) for v in values.tolist()]])
+            monitor.spectrum(at_step, values)
 
     def run_eval(step: int, split: str) -> dict:
         metrics = evaluate(
@@ -157,13 +245,14 @@ def run(cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_executio
 
     train_engine.train()
     train_started = time.time()
-    stopped_early = False
-    step = 0
+    stopped_early = paused = False
+    first_step = step
+    if step == 0 and cfg.train.spectrum_every:
+        log_spectrum(0)
     while step < steps:
         step += 1
         step_started = time.time()
-        micro = [[train_set[i] for i in mb] for mb in micro_batches_for_rank(next(batches), cfg.train.micro_batch_size, rank, world)]
-        batches_t = [collate_train(rows, pad_id) for rows in micro]
+        batches_t = my_micro_batches(next(batches))
         global_tokens = engine.all_reduce_sum(sum(model.count_target_tokens(b["labels"]) for b in batches_t))
         local_loss = 0.0
         for batch in batches_t:
@@ -178,11 +267,15 @@ def run(cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_executio
         if on_step is not None:
             on_step(step, train_engine, loss)
         lrs = train_engine.learning_rates()
-        monitor.scalars(step, {"train/loss": loss, "train/grad_norm": train_engine.grad_norm(), "train/step_time_s": time.time() - step_started,
-                               **{f"train/lr_{g}": lr for g, lr in lrs.items()}})
+        seconds = time.time() - step_started
+        monitor.scalars(step, {"train/loss": loss, "train/grad_norm": train_engine.grad_norm(), "train/step_time_s": seconds,
+                               "train/tokens_per_s": global_tokens / seconds, "train/samples_per_s": cfg.train.batch_size / seconds,
+                               "train/peak_memory_mb": peak_memory_mb(), **{f"train/lr_{g}": lr for g, lr in lrs.items()}})
         monitor.advance({"loss": f"{loss:.4f}"})
         if step % cfg.train.log_every == 0 or step == 1 or step == steps:
             log.info(f"step {step}/{steps} loss {loss:.4f} " + " ".join(f"lr_{g}={lr:.3g}" for g, lr in lrs.items()))
+        if cfg.train.spectrum_every and (step % cfg.train.spectrum_every == 0 or step == steps):
+            log_spectrum(step)
         if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == steps:
             metrics = run_eval(step, "validation")
             evals.append({"step": step, "validation": metrics})
@@ -195,6 +288,18 @@ def run(cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_executio
                 stopped_early = True
                 log.info(f"early stopping at step {step}: {tracker.patience} evaluations without a better {tracker.metric}")
                 break
+        pause_now = bool(cfg.train.max_steps_per_run) and step - first_step >= cfg.train.max_steps_per_run and step < steps
+        if (cfg.train.checkpoint_every and (step % cfg.train.checkpoint_every == 0 or step == steps)) or pause_now:
+            save_checkpoint(step)
+        if pause_now:
+            paused = True
+            log.info(f"stopping after {cfg.train.max_steps_per_run} steps of this run at step {step}/{steps} "
+                     f"(train.max_steps_per_run); continue with --resume")
+            break
+    if paused:
+        monitor.close()
+        engine.barrier()
+        return {"paused_at_step": step, "steps": steps, "train_loss": losses, "checkpoint": str(ckpt_root / f"step_{step:08d}")}
     train_seconds = time.time() - train_started
 
     best_step = engine.broadcast_object(tracker.best_step)
@@ -210,6 +315,8 @@ def run(cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_executio
         test = run_eval(best_step, "test")
     if rank == 0:
         monitor.scalars(best_step, {f"eval/best_validation/{k}": v for k, v in best_validation.items()})
+        if spectra:
+            monitor.spectrum_plot(spectra, out_dir / "spectrum.png", out_dir / "spectrum.json")
     monitor.close()
     result = {
         "task": task.name, "method": cfg.prompt.method, "backbone": backbone_path, "world_size": world,
@@ -221,6 +328,7 @@ def run(cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_executio
         "validation": best_validation, "test": test,
         "train_seconds": train_seconds, "wall_seconds": time.time() - started,
         "artifact": str(Path(artifact_dir).resolve()), "tensorboard": str((out_dir / "tensorboard").resolve()),
+        "spectrum": spectra[-1] if spectra else None,
         "config": cfg.to_dict(),
     }
     metrics_path = out_dir / "metrics.json"

@@ -116,7 +116,9 @@ class PromptMethod(nn.Module):
 
     def effective_prompt(self) -> torch.Tensor:
         """The l x d matrix actually prepended (used for export and the rank spectrum)."""
-        dummy = torch.zeros(1, 0, self.embed_dim)
+        like = next(self.parameters(), None)
+        dummy = torch.zeros(1, 0, self.embed_dim, device=like.device if like is not None else None,
+                            dtype=like.dtype if like is not None else None)
         return self(dummy, dummy[..., 0].bool(), dummy[..., 0].long())[1]
 
 
