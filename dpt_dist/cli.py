@@ -67,9 +67,15 @@ def main(argv: list[str] | None = None) -> int:
     pred.add_argument("--max-new-tokens", type=int, default=32)
     pred.add_argument("--batch-size", type=int, default=16)
     pred.add_argument("--out", default=None, help="JSONL output (default: print to stdout)")
+    sub.add_parser("bench", help="measure step/forward, vs PEFT+Trainer, ZeRO-3 residency, padding, generation (JSON + table)",
+                   add_help=False)
     sub.add_parser("tasks", help="list the tasks, their split protocol and metrics")
     sub.add_parser("presets", help="list the preset configs (the papers' settings)")
     args, overrides = parser.parse_known_args(argv)
+    if args.command == "bench":  # its own options (dpt-dist bench --help)
+        from .bench import main as bench_main
+
+        return bench_main(overrides)
 
     if args.command == "tasks":
         return _list_tasks()

@@ -17,6 +17,7 @@ class ModelConfig:
     dropout: float | None = None  # override the backbone's dropout (None keeps the checkpoint's)
     overrides: dict = field(default_factory=dict)  # tiny presets: config fields, e.g. {d_model: 256}
     tokenizer_vocab_size: int = 2000  # tiny presets: SentencePiece vocabulary trained on the task text
+    gradient_checkpointing: bool = False  # recompute backbone activations in backward (long inputs)
 
     def __post_init__(self):
         if self.dtype not in ("fp32", "bf16", "fp16"):
@@ -80,6 +81,7 @@ class TrainConfig:
     epochs: float | None = None  # if set, replaces steps: epochs x (training rows // batch_size)
     batch_size: int = 32  # global batch: micro_batch_size x gradient accumulation x world size
     micro_batch_size: int = 8
+    group_by_length: bool = True  # length-grouped global batches (dynamic padding then pads little)
     prompt_lr: float = 0.3
     network_lr: float = 1e-4
     weight_decay: float = 0.0

@@ -74,17 +74,44 @@ def collate_generate(rows: list[dict], pad_id: int, left: bool) -> dict[str, tor
     return {"input_ids": pad(ids, pad_id, left), "attention_mask": pad([[1] * len(s) for s in ids], 0, left)}
 
 
-def global_batches(num_examples: int, batch_size: int, seed: int):
+def global_batches(num_examples: int, batch_size: int, seed: int, lengths: list[int] | None = None, group_size: int = 64):
     """Endless stream of global batches (index lists): a fresh seeded permutation per epoch,
-    the incomplete tail of an epoch dropped so every global batch has the same size."""
+    the incomplete tail of an epoch dropped so every global batch has the same size.
+
+    With `lengths`, batches are length-grouped: each run of `group_size` x batch_size examples
+    of the permutation is sorted by length and cut into batches, and the batches of the epoch
+    are shuffled again, so a batch holds similar lengths (dynamic padding then pads little)
+    while the epoch stays random. Every global batch is sorted too, so each rank's contiguous
+    slice and each micro-batch hold neighbours in length. None of this depends on the world size.
+    """
     if num_examples < batch_size:
         raise ValueError(f"the training split has {num_examples} examples, fewer than train.batch_size={batch_size}")
     epoch = 0
     while True:
-        order = torch.randperm(num_examples, generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-        for start in range(0, num_examples - batch_size + 1, batch_size):
-            yield order[start:start + batch_size]
+        g = torch.Generator().manual_seed(seed + epoch)
+        order = torch.randperm(num_examples, generator=g).tolist()
+        usable = num_examples - num_examples % batch_size
+        if lengths is None:
+            yield from (order[start:start + batch_size] for start in range(0, usable, batch_size))
+        else:
+            chunk = batch_size * group_size
+            batches = []
+            for start in range(0, usable, chunk):
+                block = sorted(order[start:min(start + chunk, usable)], key=lambda i: (-lengths[i], i))
+                batches += [block[b:b + batch_size] for b in range(0, len(block), batch_size)]
+            yield from (batches[i] for i in torch.randperm(len(batches), generator=g).tolist())
         epoch += 1
+
+
+def padding_ratio(lengths: list[int], batches: list[list[int]], micro_batch_size: int) -> float:
+    """Tokens computed (each micro-batch padded to its longest row) over real tokens."""
+    padded = real = 0
+    for batch in batches:
+        for start in range(0, len(batch), micro_batch_size):
+            rows = [lengths[i] for i in batch[start:start + micro_batch_size]]
+            padded += max(rows) * len(rows)
+            real += sum(rows)
+    return padded / max(real, 1)
 
 
 def micro_batches_for_rank(global_batch: list[int], micro_batch_size: int, rank: int, world_size: int) -> list[list[int]]:

@@ -164,10 +164,15 @@ def gathered(params, modifier_rank: int | None = None):
     return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank) if params else contextlib.nullcontext()
 
 
-def build_model(backbone_path: str, prompt_config: PromptConfig, ds_config: dict, *, dtype: str, dropout: float | None, tokenizer, seed: int) -> BuiltModel:
-    """Load the frozen backbone (sharded at birth under ZeRO-3) and attach a fresh prompt."""
+def build_model(backbone_path: str, prompt_config: PromptConfig, ds_config: dict, *, dtype: str, dropout: float | None, tokenizer, seed: int,
+                gradient_checkpointing: bool = False) -> BuiltModel:
+    """Load the frozen backbone (sharded at birth under ZeRO-3) and attach a fresh prompt.
+    `gradient_checkpointing` recomputes the backbone's activations in the backward pass (long
+    inputs: memory for compute); non-reentrant, so gradients still reach the prompt."""
     hf_ds = HfDeepSpeedConfig(ds_config) if zero_stage(ds_config) == 3 else None
     backbone = load_backbone(backbone_path, DTYPES[dtype], dropout)
+    if gradient_checkpointing:
+        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     torch.manual_seed(seed)  # same seed on every rank: the prompt starts identical everywhere
     model = PromptedModel.from_config(backbone, prompt_config)
     if model.prompt.uses_embedding_init:
@@ -215,6 +220,19 @@ class TrainEngine:
         param_groups = [{"params": ps, "lr": lrs[g], "name": g} for g, ps in groups.items() if ps]
         self.group_names = [g["name"] for g in param_groups]
         optimizer = torch.optim.AdamW(param_groups, eps=adam_eps, weight_decay=weight_decay, betas=(0.9, 0.999))
+        zero = built.ds_config.get("zero_optimization", {})
+        threshold = zero.get("stage3_param_persistence_threshold", 100000)
+        if zero.get("stage") == 3 and threshold > 0:
+            # Keep every prompt tensor whole on every rank (ZeRO-3 "persistent"): it is used each
+            # step and tiny next to the backbone, so gathering it each time would be pure waste.
+            # DeepSpeed decides persistence by one size threshold for all tensors, so raise it up
+            # to the largest prompt tensor, but never so far that a frozen matrix above the
+            # configured threshold would stop being partitioned.
+            sizes = lambda params: [getattr(p, "ds_numel", p.numel()) for p in params]  # noqa: E731
+            largest = max(sizes(p for _, p in model.trainable_named_parameters()), default=0)
+            frozen_big = [n for n in sizes(p for p in model.parameters() if not p.requires_grad) if n > threshold]
+            raised = min(largest, min(frozen_big, default=largest + 1) - 1)
+            zero["stage3_param_persistence_threshold"] = max(threshold, raised)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model,
             optimizer=optimizer,

@@ -85,7 +85,8 @@ def _on_rank0_then_everywhere(fn):
 def _check_resumable(saved: dict, cfg: RunConfig, path) -> None:
     """A checkpoint continues the run that wrote it: same method, task, data order and seed."""
     before = saved["config"]
-    for section, key in (("prompt", None), ("task", "name"), ("train", "batch_size"), ("train", "seed"), ("model", "name")):
+    for section, key in (("prompt", None), ("task", "name"), ("train", "batch_size"), ("train", "seed"), ("train", "group_by_length"),
+                         ("model", "name")):
         was = before[section] if key is None else before[section][key]
         now = cfg.to_dict()[section] if key is None else cfg.to_dict()[section][key]
         if was != now:
@@ -144,7 +145,8 @@ def run(cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_executio
         cfg.deepspeed.config, cfg.deepspeed.overrides, batch_size=cfg.train.batch_size,
         micro_batch_size=cfg.train.micro_batch_size, dtype=cfg.model.dtype, grad_clip=cfg.train.grad_clip, world=world,
     )
-    built = engine.build_model(backbone_path, cfg.prompt, ds_config, dtype=cfg.model.dtype, dropout=cfg.model.dropout, tokenizer=tokenizer, seed=cfg.train.seed)
+    built = engine.build_model(backbone_path, cfg.prompt, ds_config, dtype=cfg.model.dtype, dropout=cfg.model.dropout, tokenizer=tokenizer, seed=cfg.train.seed,
+                              gradient_checkpointing=cfg.model.gradient_checkpointing)
     model = built.model
     trainable, total = model.trainable_parameter_summary()
     log.info(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}")
@@ -172,6 +174,11 @@ def run(cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_executio
     evals: list[dict] = []
     spectra: list[list] = []  # [step, singular values] of the effective prompt
 
+    lengths = [len(ids) for ids in train_set["input_ids"]] if cfg.train.group_by_length else None
+
+    def batch_stream():
+        return global_batches(len(train_set), cfg.train.batch_size, cfg.train.seed, lengths=lengths)
+
     def my_micro_batches(global_batch: list[int]) -> list[dict]:
         mbs = micro_batches_for_rank(global_batch, cfg.train.micro_batch_size, rank, world)
         return [collate_train([train_set[i] for i in mb], pad_id) for mb in mbs]
@@ -181,7 +188,7 @@ def run(cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_executio
     if resume_path is not None:
         tensors, saved = _on_rank0_then_everywhere(lambda: checkpoint.read(resume_path))
         _check_resumable(saved, cfg, resume_path)
-        warmup = my_micro_batches(next(global_batches(len(train_set), cfg.train.batch_size, cfg.train.seed)))
+        warmup = my_micro_batches(next(batch_stream()))
         train_engine.load_state_dict({**saved, "tensors": {k[len("train/"):]: v for k, v in tensors.items() if k.startswith("train/")}}, warmup)
         step, losses, evals, spectra = saved["step"], saved["losses"], saved["evals"], saved["spectra"]
         if saved["has_best"]:
@@ -198,7 +205,7 @@ def run(cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_executio
         log.info(f"resumed from {resume_path} at step {step}/{steps}")
     elif resume:
         log.info(f"--resume: no complete checkpoint in {ckpt_root} yet, starting from step 0")
-    batches = global_batches(len(train_set), cfg.train.batch_size, cfg.train.seed)
+    batches = batch_stream()
     for _ in range(step):  # the data position: the global batch sequence is fixed by the seed
         next(batches)
     monitor = Monitor(str(out_dir / "tensorboard"), steps, enabled=rank == 0, initial=step)

@@ -342,3 +342,45 @@ def test_docker_image_pins_the_same_versions_as_the_repository():
             assert "-c constraints.txt" in line, f"unpinned install in the Dockerfile: {line.strip()}"
     assert "deepspeed" in dockerfile and "DS_BUILD_" in dockerfile  # ops compiled into the image
     assert re.search(r"FROM nvidia/cuda:\S+-devel", dockerfile)
+
+
+# ---- performance pieces -----------------------------------------------------------------------
+def test_gradient_checkpointing_trains_exactly_like_the_plain_backward(tmp_path, tiny_backbones):
+    t5 = tiny_backbones["t5"]
+    extra = ["--deepspeed.config", "ds_configs/zero0.json", "--model.dropout", "0.0", "--prompt.dropout", "0.0"]
+    launch(1, train_args(tmp_path / "plain", t5, 3, *extra), timeout=200, launcher="python")
+    launch(1, train_args(tmp_path / "ckpt", t5, 3, *extra, "--model.gradient_checkpointing", "true"), timeout=200, launcher="python")
+    plain, ckpt = metrics(tmp_path / "plain")["train_loss"], metrics(tmp_path / "ckpt")["train_loss"]
+    assert plain == pytest.approx(ckpt, rel=1e-5)
+
+
+def test_prompt_tensors_stay_whole_on_every_zero3_rank(tmp_path, tiny_backbones):
+    script = (
+        "from dpt_dist import engine\nfrom dpt_dist.backbone import load_tokenizer\nfrom dpt_dist.prompts import PromptConfig\n"
+        "import json, sys\nrank, world = engine.setup_distributed()\nbb = sys.argv[1]\n"
+        "ds = engine.build_ds_config('ds_configs/zero3.json', {}, batch_size=8 * world, micro_batch_size=8, dtype='fp32', grad_clip=1.0, world=world)\n"
+        "built = engine.build_model(bb, PromptConfig(method='pt', length=313, init='random'), ds, dtype='fp32', dropout=0.0, "
+        "tokenizer=load_tokenizer(bb), seed=0)\n"
+        "engine.TrainEngine(built, prompt_lr=0.3, network_lr=1e-4, weight_decay=0, adam_eps=1e-6, warmup_steps=0, total_steps=10)\n"
+        "p = built.model.prompt.prompt.weight\n"
+        "big = [n for n, q in built.model.named_parameters() if not q.requires_grad and q.ds_persist and q.ds_numel > 100000]\n"
+        "print('RESULT', json.dumps({'persist': bool(p.ds_persist), 'numel': p.ds_numel, 'frozen_big_persistent': big}))\n"
+        "engine.shutdown()\n"
+    )
+    (tmp_path / "probe.py").write_text(script)
+    proc = launch(2, [str(tmp_path / "probe.py"), tiny_backbones["t5-10m"]], timeout=200)
+    found = json.loads(proc.stdout.split("RESULT ", 1)[1].splitlines()[0])
+    # 313 x 320 = 100,160 is above the config's persistence threshold (1e5), below the smallest
+    # frozen matrix (320 x 320): the threshold is raised for the prompt, no frozen matrix follows
+    assert found["persist"] and found["numel"] == 100_160 and found["frozen_big_persistent"] == []
+
+
+def test_the_benchmark_writes_every_ratio(tmp_path):
+    proc = launch(1, ["-m", "dpt_dist.cli", "bench", "--d-model", "64", "--layers", "1", "--steps", "4", "--skip-demo",
+                      "--out", str(tmp_path / "bench")], timeout=420, launcher="python")
+    result = json.loads((tmp_path / "bench" / "bench.json").read_text())
+    for key in ("step_over_forward", "vs_peft_same_padding", "vs_peft_default", "zero3_rank_fraction", "padding_ratio", "gen_tokens_per_s"):
+        assert result[key] > 0, key
+    assert set(result["padding"]) == {"cb", "superglue-rte", "squad", "mbpp"}
+    table = (tmp_path / "bench" / "bench.md").read_text()
+    assert "| `vs_peft_default` |" in table and result["machine"] in table and "step_over_forward" in proc.stdout
