@@ -98,8 +98,7 @@ def _our_engine(backbone_path: str, tokenizer, length: int, batch_size: int):
 
 
 def _our_step(train_engine, batch) -> None:
-    out = train_engine.forward(batch)
-    train_engine.backward(out.loss_sum / batch["labels"].ne(-100).sum())
+    train_engine.backward(train_engine.forward(batch).loss)
     train_engine.step()
 
 
@@ -157,7 +156,7 @@ def peft_probe(backbone_path: str, length: int, batches_path: str, out: str) -> 
 def measure_training(backbone_path: str, workdir: Path, batch_size: int, steps: int, length: int) -> dict:
     from .backbone import load_tokenizer
     from .config import TaskConfig
-    from .data import global_batches, tokenize
+    from .data import collate_train, global_batches, tokenize
     from .tasks import get_task, load_splits
 
     tokenizer = load_tokenizer(backbone_path)
@@ -185,8 +184,6 @@ def measure_training(backbone_path: str, workdir: Path, batch_size: int, steps: 
     data = tokenize(train, tokenizer, True, 256, 16)
     lengths = [len(i) for i in data["input_ids"]]
     stream = global_batches(len(data), batch_size, 0, lengths=lengths)
-    from .data import collate_train
-
     ours_default = [collate_train([data[i] for i in next(stream)], tokenizer.pad_token_id) for _ in range(steps)]
     padded = _batches(tokenizer, texts, targets, batch_size, 256)
     peft_default_batches = (padded * (steps // len(padded) + 1))[:steps]
