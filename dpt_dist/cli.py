@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import time
+from pathlib import Path
 
 USAGE = """dpt-dist train CONFIG.yaml|PRESET [--dry-run] [--allow-code-execution] [--section.key value ...]
        dpt-dist eval-mbpp --completions FILE.jsonl --allow-code-execution [--data PATH] [--split NAME] --out DIR
@@ -149,8 +152,6 @@ def _export(args) -> int:
 
 
 def _predict(args) -> int:
-    import json
-
     import torch
 
     from .data import collate_generate
@@ -160,7 +161,7 @@ def _predict(args) -> int:
         from .tasks.sources import iter_jsonl
 
         texts = []
-        for line_no, row in iter_jsonl(__import__("pathlib").Path(args.input)):
+        for line_no, row in iter_jsonl(Path(args.input)):
             text = row.get("source", row.get("input", row.get("text")))
             if not isinstance(text, str):
                 raise ValueError(f"{args.input}: line {line_no} has no 'source', 'input' or 'text' string")
@@ -184,8 +185,6 @@ def _predict(args) -> int:
         rows += [{"input": t, "prediction": p.strip()} for t, p in zip(chunk, tokenizer.batch_decode(out, skip_special_tokens=True))]
     lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if args.out:
-        from pathlib import Path
-
         tmp = Path(args.out).with_name(Path(args.out).name + ".tmp")
         tmp.write_text(lines)
         tmp.replace(args.out)
@@ -196,9 +195,6 @@ def _predict(args) -> int:
 
 
 def _eval_mbpp(args) -> int:
-    import json
-    from pathlib import Path
-
     from .monitor import write_json_atomic
     from .tasks.mbpp import SPLITS, execute, in_split, load_problems, read_completions
     from .sandbox import Limits
@@ -224,9 +220,9 @@ def _eval_mbpp(args) -> int:
             if uncovered:
                 return fail(f"{args.completions}: {len(uncovered)} problem(s) of split {args.split} have no completion "
                             f"(e.g. {uncovered[:10]})")
-        started = __import__("time").time()
+        started = time.time()
         sample_rows, problem_rows, summary = execute(problems, samples, allow_code_execution=True, limits=limits, workers=args.workers)
-        summary.update(seconds=round(__import__("time").time() - started, 2), data=str(data), completions=str(args.completions),
+        summary.update(seconds=round(time.time() - started, 2), data=str(data), completions=str(args.completions),
                        split=args.split or "the problems named in the completions")
     except (ValueError, FileNotFoundError, PermissionError) as err:
         return fail(str(err))

@@ -84,11 +84,11 @@ def _on_rank0_then_everywhere(fn):
 
 def _check_resumable(saved: dict, cfg: RunConfig, path) -> None:
     """A checkpoint continues the run that wrote it: same method, task, data order and seed."""
-    before = saved["config"]
+    before, after = saved["config"], cfg.to_dict()
     for section, key in (("prompt", None), ("task", "name"), ("train", "batch_size"), ("train", "seed"), ("train", "group_by_length"),
                          ("model", "name")):
         was = before[section] if key is None else before[section][key]
-        now = cfg.to_dict()[section] if key is None else cfg.to_dict()[section][key]
+        now = after[section] if key is None else after[section][key]
         if was != now:
             name = section if key is None else f"{section}.{key}"
             raise ValueError(f"--resume {path}: the checkpoint was written with {name}={was!r}, this run has {now!r}; "
