@@ -21,6 +21,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -31,19 +32,9 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+README, README_START, README_END = ROOT / "README.md", "<!-- bench:start -->", "<!-- bench:end -->"
 TARGETS = {"step_over_forward": ("<=", 2.2), "vs_peft_same_padding": ("<=", 1.05), "vs_peft_default": ("<=", 0.8),
            "zero3_rank_fraction": ("<=", 0.52), "padding_ratio": ("<=", 1.10)}
-
-
-def _median_time(fn, reps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(reps):
-        started = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - started)
-    return statistics.median(times)
 
 
 def _texts(name: str) -> list[str]:
@@ -97,12 +88,44 @@ def _our_engine(backbone_path: str, tokenizer, length: int, batch_size: int):
     return engine.TrainEngine(built, prompt_lr=0.3, network_lr=1e-4, weight_decay=0.0, adam_eps=1e-6, warmup_steps=0, total_steps=10**6)
 
 
+# The bench's own process group (world 1) put RANK/MASTER_PORT/... into os.environ; a child that
+# inherited them would try to join it, so every child starts from an environment without them.
+_DIST_ENV = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "GROUP_RANK",
+             "ROLE_RANK", "ROLE_WORLD_SIZE", "ROLE_NAME", "CROSS_RANK", "CROSS_SIZE", "LOCAL_SIZE")
+
+
+def _run_child(what: str, cmd: list[str], timeout: int, attempts: int = 1, **env) -> None:
+    """Run one measurement in a child process; if it fails, the error says which and shows why.
+    Multi-rank launches get `attempts=2`: a rendezvous can lose a race for a port on a busy
+    machine, and one such hiccup should not throw away a ten-minute benchmark."""
+    clean = {k: v for k, v in os.environ.items() if k not in _DIST_ENV and not k.startswith(("TORCHELASTIC_", "TORCH_ELASTIC_"))}
+    clean.update(PYTHONPATH=str(ROOT), **env)
+    for attempt in range(1, attempts + 1):
+        try:
+            proc = subprocess.run(cmd, cwd=ROOT, env=clean, capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"bench: {what} did not finish within {timeout} s: {' '.join(cmd)}") from None
+        if proc.returncode == 0:
+            return
+        # progress bars are noise here; the traceback and the error lines are what matter
+        lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip() and "it/s]" not in line]
+        report = f"bench: {what} failed (exit {proc.returncode}): {' '.join(cmd)}\n" + "\n".join(lines[-40:])
+        if attempt == attempts:
+            raise RuntimeError(report)
+        print(report + "\nbench: trying once more", file=sys.stderr, flush=True)
+
+
+def _torchrun(world: int) -> list[str]:
+    return [str(Path(sys.executable).parent / "torchrun"), "--standalone", f"--nproc_per_node={world}"]
+
+
 def _our_step(train_engine, batch) -> None:
     train_engine.backward(train_engine.forward(batch).loss)
     train_engine.step()
 
 
-def _our_step_times(train_engine, batches) -> float:
+def _our_step_times(train_engine, batches) -> list[float]:
+    """Seconds per step over `batches`, the first two (warm-up) left out."""
     train_engine.train()
     times = []
     for i, batch in enumerate(batches):
@@ -110,20 +133,30 @@ def _our_step_times(train_engine, batches) -> float:
         _our_step(train_engine, batch)
         if i >= 2:
             times.append(time.perf_counter() - started)
-    return statistics.median(times)
+    return times
 
 
-def _peft_step_times(backbone_path: str, length: int, batches, workdir: Path) -> float:
+def _peft_step_times(backbone_path: str, length: int, batches, workdir: Path) -> list[float]:
     """PEFT PromptTuning trained by the HF Trainer, in a fresh single process (no process group:
     the Trainer would otherwise wrap it in DDP); each dataset item is one prepared batch, so both
     sides see identical tensors."""
     path = workdir / "peft-batches.pt"
     torch.save(batches, path)
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")}
     cmd = [sys.executable, "-m", "dpt_dist.bench", "--peft-probe", backbone_path, "--probe-out", str(workdir / "peft.json"),
            "--prompt-length", str(length), "--batches", str(path)]
-    subprocess.run(cmd, cwd=ROOT, env={**env, "PYTHONPATH": str(ROOT)}, check=True, capture_output=True, text=True, timeout=900)
-    return json.loads((workdir / "peft.json").read_text())["median_step_s"]
+    _run_child("the PEFT + Trainer run", cmd, timeout=900)
+    return json.loads((workdir / "peft.json").read_text())["step_s"]
+
+
+def _ours_vs_peft(train_engine, ours_batches, backbone_path: str, length: int, peft_batches, workdir: Path, rounds: int):
+    """Median step time of each side over `rounds` alternating rounds (ours, PEFT, ours, PEFT...).
+    Both do the same arithmetic, so the ratio is close to 1 and a shared machine's drift over a
+    minute is as large as the difference; alternating makes both sides sample the same drift."""
+    ours, peft = [], []
+    for _ in range(rounds):
+        ours += _our_step_times(train_engine, ours_batches)
+        peft += _peft_step_times(backbone_path, length, peft_batches, workdir)
+    return statistics.median(ours), statistics.median(peft)
 
 
 def peft_probe(backbone_path: str, length: int, batches_path: str, out: str) -> None:
@@ -150,10 +183,10 @@ def peft_probe(backbone_path: str, length: int, batches_path: str, out: str) -> 
     trainer = Trainer(model=model, args=args, train_dataset=batches, data_collator=lambda items: items[0],
                       callbacks=[StepTimer()])
     trainer.train()
-    Path(out).write_text(json.dumps({"median_step_s": statistics.median(times[2:]), "steps": len(times)}))
+    Path(out).write_text(json.dumps({"step_s": times[2:], "steps": len(times)}))  # the first two are warm-up
 
 
-def measure_training(backbone_path: str, workdir: Path, batch_size: int, steps: int, length: int) -> dict:
+def measure_training(backbone_path: str, workdir: Path, batch_size: int, steps: int, length: int, rounds: int) -> dict:
     from .backbone import load_tokenizer
     from .config import TaskConfig
     from .data import collate_train, global_batches, tokenize
@@ -169,16 +202,20 @@ def measure_training(backbone_path: str, workdir: Path, batch_size: int, steps: 
     batch = same[0]
     ours_engine.train()
 
-    def forward():
+    forward_times, step_times = [], []
+    for rep in range(9):  # alternating, so drift in the machine's speed hits both alike
+        started = time.perf_counter()
         ours_engine.forward(batch)
-
-    forward_s = _median_time(forward, reps=7)
-    step_s = _median_time(lambda: _our_step(ours_engine, batch), reps=7)
+        middle = time.perf_counter()
+        _our_step(ours_engine, batch)
+        if rep >= 2:
+            forward_times.append(middle - started)
+            step_times.append(time.perf_counter() - middle)
+    forward_s, step_s = statistics.median(forward_times), statistics.median(step_times)
 
     # (b1) identical, dynamically padded batches on both sides
     cycle = (same * (steps // len(same) + 1))[:steps]
-    ours_same = _our_step_times(ours_engine, cycle)
-    peft_same = _peft_step_times(backbone_path, length, cycle, workdir)
+    ours_same, peft_same = _ours_vs_peft(ours_engine, cycle, backbone_path, length, cycle, workdir, rounds)
 
     # (b2) each side's default batching: ours length-grouped + dynamic padding; the reference pads to 256
     data = tokenize(train, tokenizer, True, 256, 16)
@@ -187,8 +224,7 @@ def measure_training(backbone_path: str, workdir: Path, batch_size: int, steps: 
     ours_default = [collate_train([data[i] for i in next(stream)], tokenizer.pad_token_id) for _ in range(steps)]
     padded = _batches(tokenizer, texts, targets, batch_size, 256)
     peft_default_batches = (padded * (steps // len(padded) + 1))[:steps]
-    ours_def = _our_step_times(ours_engine, ours_default)
-    peft_def = _peft_step_times(backbone_path, length, peft_default_batches, workdir)
+    ours_def, peft_def = _ours_vs_peft(ours_engine, ours_default, backbone_path, length, peft_default_batches, workdir, rounds)
     return {
         "forward_s": forward_s, "step_s": step_s, "step_over_forward": step_s / forward_s,
         "ours_step_s_same_padding": ours_same, "peft_step_s_same_padding": peft_same, "vs_peft_same_padding": ours_same / peft_same,
@@ -219,12 +255,11 @@ def zero3_probe(backbone_path: str, out: str) -> None:
 
 def measure_zero3(backbone_path: str, workdir: Path) -> dict:
     results = {}
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DS_ACCELERATOR": os.environ.get("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")}
+    accelerator = os.environ.get("DS_ACCELERATOR", "cpu" if not torch.cuda.is_available() else "cuda")
     for world in (1, 2):
         out = workdir / f"zero3-{world}.json"
-        cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", f"--nproc_per_node={world}", "-m", "dpt_dist.bench",
-               "--zero3-probe", backbone_path, "--probe-out", str(out)]
-        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=600)
+        cmd = [*_torchrun(world), "-m", "dpt_dist.bench", "--zero3-probe", backbone_path, "--probe-out", str(out)]
+        _run_child(f"the ZeRO-3 residency probe at {world} rank(s)", cmd, timeout=600, attempts=2, DS_ACCELERATOR=accelerator)
         results[world] = json.loads(out.read_text())["resident_frozen_bytes"]
     return {"zero3_frozen_bytes_1rank": results[1], "zero3_frozen_bytes_2ranks": results[2],
             "zero3_rank_fraction": results[2] / results[1]}
@@ -278,13 +313,14 @@ def measure_generation(backbone_path: str) -> dict:
 # ---- (f) the demo's training part at 1 and 2 ranks ------------------------------------------------
 def measure_demo(workdir: Path) -> dict:
     out = {}
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1",
-           "HF_DATASETS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env = {"DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "TOKENIZERS_PARALLELISM": "false"}
     for world in (1, 2):
         run_dir = workdir / f"demo-{world}"
-        cmd = [str(Path(sys.executable).parent / "torchrun"), "--standalone", f"--nproc_per_node={world}", "-m", "dpt_dist.cli",
-               "train", "configs/demo_cb_adept.yaml", "--train.output_dir", str(run_dir), "--train.spectrum_every", "0"]
-        subprocess.run(cmd, cwd=ROOT, env=env, check=True, capture_output=True, text=True, timeout=900)
+        shutil.rmtree(run_dir, ignore_errors=True)  # a fresh run, not a continuation of the last bench's
+        cmd = [*_torchrun(world), "-m", "dpt_dist.cli", "train", "configs/demo_cb_adept.yaml", "--train.output_dir", str(run_dir),
+               "--train.spectrum_every", "0"]
+        _run_child(f"the demo's training at {world} rank(s)", cmd, timeout=900, attempts=2, **env)
         out[world] = json.loads((run_dir / "metrics.json").read_text())["train_seconds"]
     return {"demo_train_seconds_1rank": out[1], "demo_train_seconds_2ranks": out[2]}
 
@@ -332,8 +368,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--layers", type=int, default=4)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--steps", type=int, default=12, help="timed training steps per configuration")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds of ours and PEFT per comparison")
     parser.add_argument("--skip-demo", action="store_true", help="skip (f), the two demo trainings")
     parser.add_argument("--update-readme", action="store_true", help="replace the README's benchmark table with this run's")
+    parser.add_argument("--workdir", default=str(ROOT / "runs" / "bench"), help="scratch directory (model, probes, demo runs)")
     parser.add_argument("--zero3-probe", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--probe-out", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--peft-probe", default=None, help=argparse.SUPPRESS)
@@ -354,16 +392,20 @@ def main(argv: list[str] | None = None) -> int:
     import datasets
     import transformers
 
+    from .monitor import write_text_atomic
+
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()
+    if args.update_readme and not all(marker in README.read_text() for marker in (README_START, README_END)):
+        raise SystemExit(f"dpt-dist bench: error: {README} has no {README_START} ... {README_END} markers to put the table between")
     out = Path(args.out)
-    workdir = ROOT / "runs" / "bench"
+    workdir = Path(args.workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     backbone = _backbone(workdir, args.d_model, args.layers)
     result = {"date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"), "machine": machine(),
               "model": f"T5 d_model={args.d_model}, {args.layers}+{args.layers} layers, random weights, fp32, prompt length 20, batch {args.batch_size}"}
-    result.update(measure_training(backbone, workdir, args.batch_size, args.steps, 20))
+    result.update(measure_training(backbone, workdir, args.batch_size, args.steps, 20, args.rounds))
     result.update(measure_padding(backbone))
     result.update(measure_generation(backbone))
     result.update(measure_zero3(backbone, workdir))
@@ -373,20 +415,16 @@ def main(argv: list[str] | None = None) -> int:
     result["targets"] = {k: f"{op} {v}" for k, (op, v) in TARGETS.items()}
     result["met"] = {k: (result[k] <= v) for k, (op, v) in TARGETS.items()}
     table = markdown(result)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "bench.json").write_text(json.dumps(result, indent=2) + "\n")
-    (out / "bench.md").write_text(table)
+    write_text_atomic(out / "bench.json", json.dumps(result, indent=2) + "\n")
+    write_text_atomic(out / "bench.md", table)
     print(table)
     print(json.dumps({k: round(result[k], 4) for k in ("step_over_forward", "vs_peft_same_padding", "vs_peft_default",
                                                         "zero3_rank_fraction", "padding_ratio", "gen_tokens_per_s")}))
     print(f"bench: {result['seconds']} s; written {out / 'bench.json'} and {out / 'bench.md'}")
     if args.update_readme:
-        readme = ROOT / "README.md"
-        text = readme.read_text()
-        start, end = "<!-- bench:start -->", "<!-- bench:end -->"
-        if start in text and end in text:
-            text = text[:text.index(start) + len(start)] + "\n" + table + text[text.index(end):]
-            readme.write_text(text)
+        text = README.read_text()
+        text = text[:text.index(README_START) + len(README_START)] + "\n" + table + text[text.index(README_END):]
+        write_text_atomic(README, text)
     from . import engine
 
     engine.shutdown()

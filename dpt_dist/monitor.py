@@ -111,9 +111,14 @@ class Monitor:
             self.writer.close()
 
 
-def write_json_atomic(path: str | Path, payload: dict) -> None:
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Readers see the old file or the new one, never half of one (temp file + rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | Path, payload: dict) -> None:
+    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str))

@@ -376,8 +376,8 @@ def test_prompt_tensors_stay_whole_on_every_zero3_rank(tmp_path, tiny_backbones)
 
 
 def test_the_benchmark_writes_every_ratio(tmp_path):
-    proc = launch(1, ["-m", "dpt_dist.cli", "bench", "--d-model", "64", "--layers", "1", "--steps", "4", "--skip-demo",
-                      "--out", str(tmp_path / "bench")], timeout=420, launcher="python")
+    proc = launch(1, ["-m", "dpt_dist.cli", "bench", "--d-model", "64", "--layers", "1", "--steps", "4", "--rounds", "1", "--skip-demo",
+                      "--out", str(tmp_path / "bench"), "--workdir", str(tmp_path / "work")], timeout=420, launcher="python")
     result = json.loads((tmp_path / "bench" / "bench.json").read_text())
     for key in ("step_over_forward", "vs_peft_same_padding", "vs_peft_default", "zero3_rank_fraction", "padding_ratio", "gen_tokens_per_s"):
         assert result[key] > 0, key

@@ -97,3 +97,18 @@ def test_length_grouped_batches_cover_each_epoch_once_and_pad_little():
     again = global_batches(640, 32, seed=1, lengths=lengths)
     assert [next(again) for _ in range(20)] == epoch  # deterministic: resume replays it
     assert json.dumps(epoch)  # plain ints
+
+
+def test_a_failed_benchmark_step_names_itself_and_shows_the_child_error(monkeypatch):
+    import sys
+
+    from dpt_dist.bench import _run_child
+
+    # the bench's own world-1 process group exports these; a child must not try to join it
+    monkeypatch.setenv("MASTER_PORT", "1234")
+    monkeypatch.setenv("RANK", "0")
+    script = "import os, sys; print('inherited', os.environ.get('MASTER_PORT'), os.environ.get('RANK'), file=sys.stderr); sys.exit(3)"
+    with pytest.raises(RuntimeError) as err:
+        _run_child("the residency probe", [sys.executable, "-c", script], timeout=60, attempts=2)
+    message = str(err.value)
+    assert "the residency probe failed (exit 3)" in message and "inherited None None" in message
