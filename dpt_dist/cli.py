@@ -156,6 +156,7 @@ def _predict(args) -> int:
 
     from .data import collate_generate
     from .model import PromptedModel
+    from .monitor import write_jsonl_atomic
 
     if args.input:
         from .tasks.sources import iter_jsonl
@@ -183,19 +184,16 @@ def _predict(args) -> int:
             out = model.generate(**batch, max_new_tokens=args.max_new_tokens, do_sample=False, num_beams=1,
                                  pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
         rows += [{"input": t, "prediction": p.strip()} for t, p in zip(chunk, tokenizer.batch_decode(out, skip_special_tokens=True))]
-    lines = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)
     if args.out:
-        tmp = Path(args.out).with_name(Path(args.out).name + ".tmp")
-        tmp.write_text(lines)
-        tmp.replace(args.out)
+        write_jsonl_atomic(args.out, rows)
         print(f"{len(rows)} predictions -> {args.out}")
     else:
-        sys.stdout.write(lines)
+        sys.stdout.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
     return 0
 
 
 def _eval_mbpp(args) -> int:
-    from .monitor import write_json_atomic
+    from .monitor import write_json_atomic, write_jsonl_atomic
     from .tasks.mbpp import SPLITS, execute, in_split, load_problems, read_completions
     from .sandbox import Limits
 
@@ -227,11 +225,8 @@ def _eval_mbpp(args) -> int:
     except (ValueError, FileNotFoundError, PermissionError) as err:
         return fail(str(err))
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    for name, rows in (("samples.jsonl", sample_rows), ("problems.jsonl", problem_rows)):
-        tmp = out / f".{name}.tmp"
-        tmp.write_text("".join(json.dumps(r) + "\n" for r in rows))
-        tmp.replace(out / name)
+    write_jsonl_atomic(out / "samples.jsonl", sample_rows)
+    write_jsonl_atomic(out / "problems.jsonl", problem_rows)
     write_json_atomic(out / "summary.json", summary)
     passes = ", ".join(f"{k} {v:.2f}" for k, v in summary.items() if k.startswith("pass@"))
     print(f"{summary['problems']} problems, {summary['samples']} samples in {summary['seconds']} s: {passes}")

@@ -8,14 +8,13 @@ padding) and every rank gets a similar mix.
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import torch
 
 from . import engine as dist_engine
 from .data import collate_generate, eval_shard
+from .monitor import write_jsonl_atomic
 
 
 @torch.no_grad()
@@ -65,15 +64,6 @@ def generate_samples(model, dataset, tokenizer, *, batch_size: int, max_new_toke
     return [samples[i] for i in range(len(dataset))]
 
 
-def _write_jsonl(path: Path, rows) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
-
-
 def evaluate(model, task, dataset, tokenizer, *, batch_size: int, max_new_tokens: int, predictions_path: str | None = None,
              num_samples: int = 1, sampling: dict | None = None, seed: int = 0, allow_code_execution: bool = False) -> dict[str, float]:
     """Generate on every rank, score on rank 0 (others return {}), write predictions JSONL.
@@ -99,8 +89,8 @@ def evaluate(model, task, dataset, tokenizer, *, batch_size: int, max_new_tokens
             if num_samples > 1 or task.score is not None:
                 row.update(generations=texts, predictions=preds)
             rows.append(row)
-        _write_jsonl(path, rows)
+        write_jsonl_atomic(path, rows)
         if "task_id" in dataset.column_names:
-            _write_jsonl(path.with_name(path.stem + ".completions.jsonl"),
+            write_jsonl_atomic(path.with_name(path.stem + ".completions.jsonl"),
                          ({"task_id": tid, "completion": p} for tid, preds in zip(dataset["task_id"], samples) for p in preds))
     return metrics
