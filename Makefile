@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum 
 CPU_ENV := DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
            TOKENIZERS_PARALLELISM=false PYTHONWARNINGS=ignore::FutureWarning
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench lint clean
 
 install: $(STAMP)
 
@@ -31,10 +31,14 @@ demo: $(STAMP)
 	$(CPU_ENV) bash launch/cpu.sh configs/demo_cb_adept.yaml
 
 test: $(STAMP)
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
 	$(CPU_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider tests
 
+lint: $(STAMP)  # fix what the linter and the formatter can fix themselves
+	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
+
 bench: $(STAMP)
-	$(CPU_ENV) $(BIN)/dpt-dist bench
+	$(CPU_ENV) $(BIN)/python bench/bench.py
 
 clean:
 	rm -rf $(VENV) runs

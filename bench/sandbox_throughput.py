@@ -8,6 +8,7 @@ the same CPU / memory / file rlimits and a scrubbed environment (no Landlock, no
 namespace: it does less isolation work, so the ratio printed is conservative). Prints
 programs/s for both and their ratio; the target is >= 3x.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,8 +40,15 @@ def naive_run(job: dict, limits: Limits) -> bool:
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            proc = subprocess.run([sys.executable, "-I", "-c", source], cwd=tmp, env={"PATH": "/usr/bin:/bin"}, capture_output=True,
-                                  timeout=limits.wall, preexec_fn=confine, start_new_session=True)
+            proc = subprocess.run(
+                [sys.executable, "-I", "-c", source],
+                cwd=tmp,
+                env={"PATH": "/usr/bin:/bin"},
+                capture_output=True,
+                timeout=limits.wall,
+                preexec_fn=confine,
+                start_new_session=True,
+            )
         except subprocess.TimeoutExpired:
             return False
     return proc.returncode == 0
@@ -71,16 +79,26 @@ def main() -> None:
     naive_seconds = time.perf_counter() - started
 
     figures = {
-        "programs": len(jobs), "workers": args.workers, "cpus": os.cpu_count(),
-        "pool_seconds": round(pool_seconds, 2), "pool_startup_seconds": round(startup, 2), "pool_passed": pool_passed,
+        "programs": len(jobs),
+        "workers": args.workers,
+        "cpus": os.cpu_count(),
+        "pool_seconds": round(pool_seconds, 2),
+        "pool_startup_seconds": round(startup, 2),
+        "pool_passed": pool_passed,
         "pool_programs_per_s": round(len(jobs) / pool_seconds, 1),
-        "naive_seconds": round(naive_seconds, 2), "naive_passed": naive_passed,
+        "naive_seconds": round(naive_seconds, 2),
+        "naive_passed": naive_passed,
         "naive_programs_per_s": round(len(jobs) / naive_seconds, 1),
-        "speedup": round(naive_seconds / pool_seconds, 2), "target_speedup": 3.0, "isolation": isolation,
+        "speedup": round(naive_seconds / pool_seconds, 2),
+        "target_speedup": 3.0,
+        "isolation": isolation,
     }
     print(f"{'runner':<34} {'seconds':>8} {'programs/s':>11} {'passed':>7}")
     print(f"{'pre-forked sandbox pool':<34} {pool_seconds:>8.2f} {figures['pool_programs_per_s']:>11} {pool_passed:>7}")
-    print(f"{'naive python -I per program':<34} {naive_seconds:>8.2f} {figures['naive_programs_per_s']:>11} {naive_passed:>7}")
+    print(
+        f"{'naive python -I per program':<34} {naive_seconds:>8.2f} "
+        f"{figures['naive_programs_per_s']:>11} {naive_passed:>7}"
+    )
     print(f"speedup {figures['speedup']}x (target >= 3x), {args.workers} workers on {os.cpu_count()} CPUs")
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -1,4 +1,5 @@
 """dpt_dist: decomposed soft prompts (DPT, ADePT and baselines) on frozen LMs under DeepSpeed."""
+
 from .model import PromptedModel
 from .prompts import PROMPT_METHODS, PromptConfig
 

@@ -2,9 +2,11 @@
 
     DIR/prompt.safetensors   the method's tensors (kilobytes)
     DIR/prompt_config.json   method, hyperparameters, shapes, base model, tokenizer, versions
+    DIR/input_embeddings.safetensors   only in an ADePT export: the merged input table
 A directory is written under a temporary name and renamed into place, so a reader never sees
 a half-written artifact and an existing one is replaced only once the new one is complete.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,11 +20,16 @@ from safetensors.torch import load_file, save_file
 
 WEIGHTS = "prompt.safetensors"
 CONFIG = "prompt_config.json"
+MERGED_TABLE = "input_embeddings.safetensors"  # an ADePT export's merged input table E + f(E)
 FORMAT_VERSION = 1
 
 
-def write_artifact(out_dir: str | os.PathLike, state: dict[str, torch.Tensor], meta: dict,
-                   extra_files: dict[str, dict[str, torch.Tensor]] | None = None) -> str:
+def write_artifact(
+    out_dir: str | os.PathLike,
+    state: dict[str, torch.Tensor],
+    meta: dict,
+    extra_files: dict[str, dict[str, torch.Tensor]] | None = None,
+) -> str:
     """`extra_files`: more safetensors files in the same directory (an export's merged table)."""
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -7,6 +7,7 @@ save_pretrained. From then on it is an ordinary local checkpoint, loaded by the 
 from_pretrained path a 3B model takes (under zero.Init when ZeRO-3 is on), and an artifact can
 name it as its base model. No DeepSpeed here: engine.py wraps the loading in its context.
 """
+
 from __future__ import annotations
 
 import copy
@@ -15,17 +16,40 @@ import os
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer, LlamaConfig, T5Config, T5Tokenizer
+from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
+    AutoModelForSeq2SeqLM,
+    AutoTokenizer,
+    LlamaConfig,
+    T5Config,
+    T5Tokenizer,
+)
 
 # Sizes of the presets; `model.overrides` in the run config changes any field (e.g. d_model).
 TINY_PRESETS = {
     "tiny-t5": dict(
-        cls=T5Config, d_model=64, d_kv=16, d_ff=128, num_layers=2, num_decoder_layers=2, num_heads=4,
-        relative_attention_num_buckets=32, dropout_rate=0.0, feed_forward_proj="relu", tie_word_embeddings=True,
+        cls=T5Config,
+        d_model=64,
+        d_kv=16,
+        d_ff=128,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        relative_attention_num_buckets=32,
+        dropout_rate=0.0,
+        feed_forward_proj="relu",
+        tie_word_embeddings=True,
     ),
     "tiny-llama": dict(
-        cls=LlamaConfig, hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, tie_word_embeddings=True,
+        cls=LlamaConfig,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
     ),
 }
 
@@ -46,9 +70,18 @@ def train_tokenizer(texts, out_dir: str | Path, vocab_size: int = 2000) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     model = io.BytesIO()
     spm.SentencePieceTrainer.train(
-        sentence_iterator=iter([t for t in texts if t.strip()]), model_writer=model, vocab_size=vocab_size,
-        model_type="unigram", hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1,
-        character_coverage=1.0, num_threads=1, minloglevel=2,
+        sentence_iterator=iter([t for t in texts if t.strip()]),
+        model_writer=model,
+        vocab_size=vocab_size,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        character_coverage=1.0,
+        num_threads=1,
+        minloglevel=2,
     )
     (out_dir / "spiece.model").write_bytes(model.getvalue())
     T5Tokenizer.from_pretrained(str(out_dir)).save_pretrained(str(out_dir))
@@ -99,7 +132,15 @@ def load_backbone(path: str, dtype: torch.dtype = torch.float32, dropout: float 
     """
     config = AutoConfig.from_pretrained(path)
     if dropout is not None:
-        for field in ("dropout_rate", "attention_dropout", "hidden_dropout", "resid_pdrop", "embd_pdrop", "attn_pdrop", "dropout"):
+        for field in (
+            "dropout_rate",
+            "attention_dropout",
+            "hidden_dropout",
+            "resid_pdrop",
+            "embd_pdrop",
+            "attn_pdrop",
+            "dropout",
+        ):
             if hasattr(config, field):
                 setattr(config, field, dropout)
     cls = AutoModelForSeq2SeqLM if config.is_encoder_decoder else AutoModelForCausalLM

@@ -13,6 +13,7 @@ It is written under a temporary name and renamed into place once COMPLETE is on 
 killed mid-write leaves only a `.tmp-*` directory, which the next run ignores and removes.
 The last `keep` checkpoints and the one of the best validation step are kept.
 """
+
 from __future__ import annotations
 
 import json
@@ -97,8 +98,10 @@ def resolve(spec: str, root: str | Path) -> Path | None:
     if not path.is_dir():
         raise FileNotFoundError(f"--resume {spec}: no such checkpoint directory")
     if not (path / COMPLETE).is_file():
-        raise ValueError(f"--resume {spec}: incomplete checkpoint (no {COMPLETE} marker: it was being written when its job "
-                         f"stopped); use an earlier one or --resume latest")
+        raise ValueError(
+            f"--resume {spec}: incomplete checkpoint (no {COMPLETE} marker: it was being written when its job "
+            f"stopped); use an earlier one or --resume latest"
+        )
     return path
 
 

@@ -1,4 +1,5 @@
-"""`dpt-dist` command line: train, tasks, presets."""
+"""`dpt-dist` command line: train, eval-mbpp, export, predict, tasks, presets."""
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,8 @@ examples:
   dpt-dist train adept-superglue-t5-base --task.name rte --task.data_dir data/superglue/RTE
   torchrun --nproc_per_node 2 -m dpt_dist.cli train configs/demo_cb_adept.yaml --train.steps 50
   deepspeed --num_gpus 8 -m dpt_dist.cli train my.yaml --prompt.method dpt --prompt.rank 10
-  dpt-dist eval-mbpp --completions runs/x/predictions/validation_step500.completions.jsonl --allow-code-execution --out runs/x/mbpp
+  dpt-dist eval-mbpp --allow-code-execution --out runs/x/mbpp \\
+      --completions runs/x/predictions/validation_step500.completions.jsonl
 """
 ALLOW_HELP = "run model-generated code in the sandbox (off by default: nothing is executed without it)"
 
@@ -34,28 +36,54 @@ def _quiet_libraries() -> None:
     datasets.disable_progress_bars()
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="dpt-dist", description="Decomposed prompt tuning of frozen LMs under DeepSpeed.", usage=USAGE)
+def _add_eval_mbpp(sub) -> None:
+    mbpp = sub.add_parser("eval-mbpp", help="score MBPP completions by running them in the sandbox (pass@k)")
+    mbpp.add_argument(
+        "--completions",
+        required=True,
+        help="JSONL, one {task_id, completion} per line; several lines per task = samples",
+    )
+    mbpp.add_argument("--allow-code-execution", action="store_true", help=ALLOW_HELP)
+    mbpp.add_argument(
+        "--data",
+        default=None,
+        help="mbpp.jsonl or sanitized-mbpp.json (default: the full MBPP, which ships with dpt_dist)",
+    )
+    mbpp.add_argument(
+        "--split",
+        default=None,
+        help="score exactly this split's problems: all, test, validation, train, prompt, "
+        "5050-train, 5050-test (default: the problems the completions name)",
+    )
+    mbpp.add_argument("--out", required=True, help="directory for samples.jsonl, problems.jsonl and summary.json")
+    mbpp.add_argument("--workers", type=int, default=None, help="parallel sandbox workers (default: one per CPU)")
+    mbpp.add_argument("--timeout", type=float, default=10.0, help="CPU seconds per program (wall clock: 3x + 5 s)")
+    mbpp.add_argument("--memory-mb", type=int, default=1024, help="address-space limit per program")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dpt-dist", description="Decomposed prompt tuning of frozen LMs under DeepSpeed.", usage=USAGE
+    )
     # the deepspeed launcher passes --local_rank=N before the subcommand (LOCAL_RANK is also set)
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser("train", help="train a soft prompt on a frozen backbone")
     train.add_argument("config", help="YAML run config, or the name of a preset (dpt-dist presets)")
-    train.add_argument("--dry-run", action="store_true", help="build data, model and engine config, print the parameter count, exit")
+    train.add_argument(
+        "--dry-run", action="store_true", help="build data, model and engine config, print the parameter count, exit"
+    )
     train.add_argument("--allow-code-execution", action="store_true", help=ALLOW_HELP + "; MBPP training needs it")
-    train.add_argument("--resume", nargs="?", const="latest", default=None, metavar="CHECKPOINT",
-                       help="continue from the newest complete checkpoint in OUTPUT_DIR/checkpoints (or the one given); "
-                            "a fresh start if there is none yet")
-    mbpp = sub.add_parser("eval-mbpp", help="score MBPP completions by running them in the sandbox (pass@k)")
-    mbpp.add_argument("--completions", required=True, help="JSONL, one {task_id, completion} per line; several lines per task = samples")
-    mbpp.add_argument("--allow-code-execution", action="store_true", help=ALLOW_HELP)
-    mbpp.add_argument("--data", default=None, help="mbpp.jsonl or sanitized-mbpp.json (default: the repo's data/mbpp/mbpp.jsonl)")
-    mbpp.add_argument("--split", default=None, help="score exactly this split's problems: all, test, validation, train, prompt, "
-                      "5050-train, 5050-test (default: the problems the completions name)")
-    mbpp.add_argument("--out", required=True, help="directory for samples.jsonl, problems.jsonl and summary.json")
-    mbpp.add_argument("--workers", type=int, default=None, help="parallel sandbox workers (default: one per CPU)")
-    mbpp.add_argument("--timeout", type=float, default=10.0, help="CPU seconds per program (wall clock: 3x + 5 s)")
-    mbpp.add_argument("--memory-mb", type=int, default=1024, help="address-space limit per program")
+    train.add_argument(
+        "--resume",
+        nargs="?",
+        const="latest",
+        default=None,
+        metavar="CHECKPOINT",
+        help="continue from the newest complete checkpoint in OUTPUT_DIR/checkpoints (or the one given); "
+        "a fresh start if there is none yet",
+    )
+    _add_eval_mbpp(sub)
     exp = sub.add_parser("export", help="fold a trained prompt for inference (DPT: A.B; ADePT: merged input table)")
     exp.add_argument("artifact", help="a prompt artifact directory (OUTPUT_DIR/prompt)")
     exp.add_argument("--out", required=True, help="directory for the exported artifact")
@@ -70,16 +98,14 @@ def main(argv: list[str] | None = None) -> int:
     pred.add_argument("--max-new-tokens", type=int, default=32)
     pred.add_argument("--batch-size", type=int, default=16)
     pred.add_argument("--out", default=None, help="JSONL output (default: print to stdout)")
-    sub.add_parser("bench", help="measure step/forward, vs PEFT+Trainer, ZeRO-3 residency, padding, generation (JSON + table)",
-                   add_help=False)
     sub.add_parser("tasks", help="list the tasks, their split protocol and metrics")
     sub.add_parser("presets", help="list the preset configs (the papers' settings)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
     args, overrides = parser.parse_known_args(argv)
-    if args.command == "bench":  # its own options (dpt-dist bench --help)
-        from .bench import main as bench_main
-
-        return bench_main(overrides)
-
     if args.command == "tasks":
         return _list_tasks()
     if args.command == "presets":
@@ -105,29 +131,38 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"dpt-dist: error: {err}", file=sys.stderr)
         return 2
-    from . import engine
+    return _train(cfg, args)
+
+
+def _train(cfg, args) -> int:
+    from . import dist
     from .train import run
 
     try:
         run(cfg, dry_run=args.dry_run, allow_code_execution=args.allow_code_execution, resume=args.resume)
     except (ValueError, FileNotFoundError, PermissionError) as err:
         print(f"dpt-dist: error: {err}", file=sys.stderr)
-        engine.shutdown(together=False)
+        dist.shutdown(together=False)
         return 2
     except RuntimeError as err:
-        if engine.world_size() <= 1:
-            engine.shutdown(together=False)
+        if dist.world_size() <= 1:
+            dist.shutdown(together=False)
             raise
         # A collective failed: another rank died or lost its connection. Say so, and how to go on.
-        print(f"dpt-dist: error: rank {engine.rank()} lost its peers ({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
-              f"the job stops. Rerun with --resume to continue from the last complete checkpoint in "
-              f"{cfg.train.output_dir}/checkpoints", file=sys.stderr, flush=True)
-        engine.shutdown(together=False)
+        print(
+            f"dpt-dist: error: rank {dist.rank()} lost its peers "
+            f"({type(err).__name__}: {str(err).splitlines()[0][:200]}); "
+            f"the job stops. Rerun with --resume to continue from the last complete checkpoint in "
+            f"{cfg.train.output_dir}/checkpoints",
+            file=sys.stderr,
+            flush=True,
+        )
+        dist.shutdown(together=False)
         return 1
     except BaseException:
-        engine.shutdown(together=False)
+        dist.shutdown(together=False)
         raise
-    engine.shutdown()
+    dist.shutdown()
     return 0
 
 
@@ -174,16 +209,25 @@ def _predict(args) -> int:
     encoder_decoder = model.is_encoder_decoder
     rows = []
     for start in range(0, len(texts), args.batch_size):
-        chunk = texts[start:start + args.batch_size]
+        chunk = texts[start : start + args.batch_size]
         ids = tokenizer(chunk, add_special_tokens=encoder_decoder)["input_ids"]
         bos = tokenizer.bos_token_id
         if not encoder_decoder and bos is not None and bos != tokenizer.eos_token_id:  # as training tokenised it
             ids = [[bos, *i] for i in ids]
         batch = collate_generate([{"prompt_ids": i} for i in ids], tokenizer.pad_token_id, left=not encoder_decoder)
         with torch.no_grad():
-            out = model.generate(**batch, max_new_tokens=args.max_new_tokens, do_sample=False, num_beams=1,
-                                 pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
-        rows += [{"input": t, "prediction": p.strip()} for t, p in zip(chunk, tokenizer.batch_decode(out, skip_special_tokens=True))]
+            out = model.generate(
+                **batch,
+                max_new_tokens=args.max_new_tokens,
+                do_sample=False,
+                num_beams=1,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+            )
+        rows += [
+            {"input": t, "prediction": p.strip()}
+            for t, p in zip(chunk, tokenizer.batch_decode(out, skip_special_tokens=True))
+        ]
     if args.out:
         write_jsonl_atomic(args.out, rows)
         print(f"{len(rows)} predictions -> {args.out}")
@@ -194,8 +238,8 @@ def _predict(args) -> int:
 
 def _eval_mbpp(args) -> int:
     from .monitor import write_json_atomic, write_jsonl_atomic
-    from .tasks.mbpp import SPLITS, execute, in_split, load_problems, read_completions
     from .sandbox import Limits
+    from .tasks.mbpp import SHIPPED_MBPP, SPLITS, execute, in_split, load_problems, read_completions
 
     def fail(message: str) -> int:
         print(f"dpt-dist eval-mbpp: error: {message}", file=sys.stderr)
@@ -205,7 +249,7 @@ def _eval_mbpp(args) -> int:
         return fail("refusing to execute model-generated code without --allow-code-execution")
     if args.split is not None and args.split not in SPLITS:
         return fail(f"--split {args.split!r}: choose one of {', '.join(SPLITS)}")
-    data = Path(args.data) if args.data else Path(__file__).resolve().parents[1] / "data" / "mbpp" / "mbpp.jsonl"
+    data = Path(args.data) if args.data else SHIPPED_MBPP
     try:
         limits = Limits(cpu_seconds=args.timeout, memory_mb=args.memory_mb)
         problems = load_problems(data)
@@ -216,12 +260,20 @@ def _eval_mbpp(args) -> int:
                 return fail(f"{args.completions}: task_id(s) {outside[:10]} are not in split {args.split}")
             uncovered = sorted(t for t in problems if in_split(t, args.split) and t not in {t for t, _ in samples})
             if uncovered:
-                return fail(f"{args.completions}: {len(uncovered)} problem(s) of split {args.split} have no completion "
-                            f"(e.g. {uncovered[:10]})")
+                return fail(
+                    f"{args.completions}: {len(uncovered)} problem(s) of split {args.split} have no completion "
+                    f"(e.g. {uncovered[:10]})"
+                )
         started = time.time()
-        sample_rows, problem_rows, summary = execute(problems, samples, allow_code_execution=True, limits=limits, workers=args.workers)
-        summary.update(seconds=round(time.time() - started, 2), data=str(data), completions=str(args.completions),
-                       split=args.split or "the problems named in the completions")
+        sample_rows, problem_rows, summary = execute(
+            problems, samples, allow_code_execution=True, limits=limits, workers=args.workers
+        )
+        summary.update(
+            seconds=round(time.time() - started, 2),
+            data=str(data),
+            completions=str(args.completions),
+            split=args.split or "the problems named in the completions",
+        )
     except (ValueError, FileNotFoundError, PermissionError) as err:
         return fail(str(err))
     out = Path(args.out)
@@ -242,10 +294,15 @@ def _list_tasks() -> int:
 
     print(f"{'task':<15} {'family':<10} {'split':<6} {'metrics':<26} {'hub dataset':<44} description")
     for task in sorted(TASKS.values(), key=lambda t: (t.family, t.name)):
-        print(f"{task.name:<15} {task.family:<10} {task.protocol:<6} {', '.join(task.metric_names):<26} {task.hub:<44} {task.description}")
-    print("\nsplit (DePT protocol): halve = official validation halved into validation/test; carve = 1,000 training rows "
-          "become validation, official validation is test; mnli = mismatched/matched; own = the dataset's splits. "
-          "task.split_mode=official reports on the official validation set instead.")
+        print(
+            f"{task.name:<15} {task.family:<10} {task.protocol:<6} {', '.join(task.metric_names):<26} "
+            f"{task.hub:<44} {task.description}"
+        )
+    print(
+        "\nsplit (DePT protocol): halve = official validation halved into validation/test; carve = 1,000 training rows "
+        "become validation, official validation is test; mnli = mismatched/matched; own = the dataset's splits. "
+        "task.split_mode=official reports on the official validation set instead."
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Run configuration: plain YAML mapped onto dataclasses, with `--section.key value` overrides."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from .prompts import PromptConfig
+from .prompts import PROMPT_METHODS, PromptConfig, make_prompt_config
 
 
 @dataclass
@@ -28,7 +29,9 @@ class ModelConfig:
 class TaskConfig:
     name: str = "cb"  # `dpt-dist tasks` lists them
     data_dir: str | None = None  # local directory of the original files; None loads the hub dataset
-    files: dict = field(default_factory=dict)  # per official split, a file path (overrides data_dir), e.g. {train: a.jsonl}
+    files: dict = field(
+        default_factory=dict
+    )  # per official split, a file path (overrides data_dir), e.g. {train: a.jsonl}
     subset: str | None = None  # WinoGrande training size (xs, s, m, l, xl; default xl)
     split_mode: str = "dept"  # dept: the DePT/ADePT protocol splits | official: report on official validation
     validation_size: int = 1000  # large tasks: training rows moved to validation (DePT protocol)
@@ -50,8 +53,10 @@ class TaskConfig:
             raise ValueError(f"task.files must be a mapping of split name to file path, got {self.files!r}")
         unknown = set(self.files) - {"train", "validation", "test", "validation_matched", "validation_mismatched"}
         if unknown:
-            raise ValueError(f"task.files: unknown split(s) {sorted(unknown)}; use train, validation, test "
-                             "(MNLI: validation_matched, validation_mismatched)")
+            raise ValueError(
+                f"task.files: unknown split(s) {sorted(unknown)}; use train, validation, test "
+                "(MNLI: validation_matched, validation_mismatched)"
+            )
         if self.validation_size < 1:
             raise ValueError(f"task.validation_size must be >= 1, got {self.validation_size}")
         if self.num_samples < 1:
@@ -95,7 +100,9 @@ class TrainConfig:
     eval_batch_size: int = 16
     checkpoint_every: int = 0  # write a resumable checkpoint every N steps (and after the last); 0: never
     keep_checkpoints: int = 2  # the newest K checkpoints are kept, plus the one of the best validation step
-    max_steps_per_run: int | None = None  # stop this run after N steps with a checkpoint (time-limited jobs); --resume continues
+    max_steps_per_run: int | None = (
+        None  # stop this run after N steps with a checkpoint (time-limited jobs); --resume continues
+    )
     spectrum_every: int = 50  # log the singular values of the effective prompt every N steps (0: never)
 
     def __post_init__(self):
@@ -113,7 +120,7 @@ class TrainConfig:
 
 @dataclass
 class DeepSpeedConfig:
-    config: str = "ds_configs/zero3.json"  # a DeepSpeed JSON file (ZeRO stage, offload, ...)
+    config: str = "zero3"  # a shipped config by name (zero0..3, zero3_offload, zero3_pp) or a DeepSpeed JSON file
     overrides: dict = field(default_factory=dict)  # deep-merged into the JSON
 
 
@@ -129,7 +136,13 @@ class RunConfig:
         return dataclasses.asdict(self)
 
 
-_SECTION_TYPES = {"model": ModelConfig, "prompt": PromptConfig, "task": TaskConfig, "train": TrainConfig, "deepspeed": DeepSpeedConfig}
+_SECTION_TYPES = {
+    "model": ModelConfig,
+    "prompt": PromptConfig,
+    "task": TaskConfig,
+    "train": TrainConfig,
+    "deepspeed": DeepSpeedConfig,
+}
 
 
 def _set_path(tree: dict, dotted: str, value) -> None:
@@ -174,7 +187,7 @@ def _coerce(cls, section: str, values: dict) -> dict:
     types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
     out = dict(values)
     for key, value in values.items():
-        kind = types[key].replace(" | None", "")
+        kind = types.get(key, "").replace(" | None", "")
         if isinstance(value, str) and kind in ("float", "int"):
             try:
                 out[key] = float(value) if kind == "float" else int(value)
@@ -185,6 +198,19 @@ def _coerce(cls, section: str, values: dict) -> dict:
     return out
 
 
+def _build_section(name: str, values: dict):
+    if name == "prompt":  # the chosen method's own config class (prompts/): it names what it ignores
+        method = values.get("method", PromptConfig.method)
+        config_class = PROMPT_METHODS[method].config_class if method in PROMPT_METHODS else PromptConfig
+        return make_prompt_config(_coerce(config_class, name, values))
+    cls = _SECTION_TYPES[name]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = set(values) - known
+    if unknown:
+        raise ValueError(f"unknown key(s) {sorted(unknown)} in section {name!r}; known: {sorted(known)}")
+    return cls(**_coerce(cls, name, values))
+
+
 def build_config(tree: dict, source: str = "config") -> RunConfig:
     if not isinstance(tree, dict):
         raise ValueError(f"{source}: expected a mapping of sections, got {type(tree).__name__}")
@@ -192,13 +218,10 @@ def build_config(tree: dict, source: str = "config") -> RunConfig:
     for name, value in tree.items():
         if name not in _SECTION_TYPES:
             raise ValueError(f"{source}: unknown section {name!r}; sections are {sorted(_SECTION_TYPES)}")
-        cls = _SECTION_TYPES[name]
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(value or {}) - known
-        if unknown:
-            raise ValueError(f"{source}: unknown key(s) {sorted(unknown)} in section {name!r}; known: {sorted(known)}")
+        if value is not None and not isinstance(value, dict):
+            raise ValueError(f"{source}: section {name!r} must be a mapping of keys to values, got {value!r}")
         try:
-            sections[name] = cls(**_coerce(cls, name, value or {}))
+            sections[name] = _build_section(name, value or {})
         except (TypeError, ValueError) as err:
             raise ValueError(f"{source}: {err}") from None
     return RunConfig(**sections)
@@ -229,5 +252,10 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
             tree = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: invalid YAML ({err})") from None
-    tree = deep_merge(tree, parse_overrides(overrides or []))
+    extra = parse_overrides(overrides or [])
+    if "steps" in extra.get("train", {}) and "epochs" not in extra["train"]:
+        # `--train.steps N` on the command line means N steps, also when the YAML (a paper
+        # preset) counts in epochs, which would otherwise replace it
+        extra["train"]["epochs"] = None
+    tree = deep_merge(tree, extra)
     return build_config(tree, str(path) if path else "config")

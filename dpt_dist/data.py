@@ -4,16 +4,24 @@ Batching is defined on the *global* batch: the same seed gives the same sequence
 batches at any world size, and each rank takes its share of every one. That is what makes a
 1-rank and a 2-rank run of the same configuration follow the same loss trajectory.
 """
+
 from __future__ import annotations
 
 import datasets
 import torch
 
-from .model import IGNORE_INDEX
+IGNORE_INDEX = -100  # labels with this value are not scored (padding, the source, the prompt)
 
 
-def tokenize(ds: datasets.Dataset, tokenizer, encoder_decoder: bool, max_source_length: int, max_target_length: int,
-             fit_source=None, keep_source_end: bool = False) -> datasets.Dataset:
+def tokenize(
+    ds: datasets.Dataset,
+    tokenizer,
+    encoder_decoder: bool,
+    max_source_length: int,
+    max_target_length: int,
+    fit_source=None,
+    keep_source_end: bool = False,
+) -> datasets.Dataset:
     """Add input_ids / labels (training) and prompt_ids (generation input) columns.
 
     Encoder-decoder: input = source (+eos), labels = target (+eos).
@@ -41,8 +49,13 @@ def tokenize(ds: datasets.Dataset, tokenizer, encoder_decoder: bool, max_source_
                 src = tokenizer(sources, truncation=True, max_length=max_source_length)["input_ids"]
             tgt = tokenizer(batch["target"], truncation=True, max_length=max_target_length)["input_ids"]
             return {"input_ids": src, "labels": tgt, "prompt_ids": src}
-        src = [bos + cut(s, max_source_length - len(bos)) for s in tokenizer(sources, add_special_tokens=False)["input_ids"]]
-        tgt = tokenizer(batch["target"], add_special_tokens=False, truncation=True, max_length=max_target_length - 1)["input_ids"]
+        src = [
+            bos + cut(s, max_source_length - len(bos))
+            for s in tokenizer(sources, add_special_tokens=False)["input_ids"]
+        ]
+        tgt = tokenizer(batch["target"], add_special_tokens=False, truncation=True, max_length=max_target_length - 1)[
+            "input_ids"
+        ]
         tgt = [t + [eos] for t in tgt]
         return {
             "input_ids": [s + t for s, t in zip(src, tgt)],
@@ -74,7 +87,9 @@ def collate_generate(rows: list[dict], pad_id: int, left: bool) -> dict[str, tor
     return {"input_ids": pad(ids, pad_id, left), "attention_mask": pad([[1] * len(s) for s in ids], 0, left)}
 
 
-def global_batches(num_examples: int, batch_size: int, seed: int, lengths: list[int] | None = None, group_size: int = 64):
+def global_batches(
+    num_examples: int, batch_size: int, seed: int, lengths: list[int] | None = None, group_size: int = 64
+):
     """Endless stream of global batches (index lists): a fresh seeded permutation per epoch,
     the incomplete tail of an epoch dropped so every global batch has the same size.
 
@@ -92,13 +107,13 @@ def global_batches(num_examples: int, batch_size: int, seed: int, lengths: list[
         order = torch.randperm(num_examples, generator=g).tolist()
         usable = num_examples - num_examples % batch_size
         if lengths is None:
-            yield from (order[start:start + batch_size] for start in range(0, usable, batch_size))
+            yield from (order[start : start + batch_size] for start in range(0, usable, batch_size))
         else:
             chunk = batch_size * group_size
             batches = []
             for start in range(0, usable, chunk):
-                block = sorted(order[start:min(start + chunk, usable)], key=lambda i: (-lengths[i], i))
-                batches += [block[b:b + batch_size] for b in range(0, len(block), batch_size)]
+                block = sorted(order[start : min(start + chunk, usable)], key=lambda i: (-lengths[i], i))
+                batches += [block[b : b + batch_size] for b in range(0, len(block), batch_size)]
             yield from (batches[i] for i in torch.randperm(len(batches), generator=g).tolist())
         epoch += 1
 
@@ -108,17 +123,19 @@ def padding_ratio(lengths: list[int], batches: list[list[int]], micro_batch_size
     padded = real = 0
     for batch in batches:
         for start in range(0, len(batch), micro_batch_size):
-            rows = [lengths[i] for i in batch[start:start + micro_batch_size]]
+            rows = [lengths[i] for i in batch[start : start + micro_batch_size]]
             padded += max(rows) * len(rows)
             real += sum(rows)
     return padded / max(real, 1)
 
 
-def micro_batches_for_rank(global_batch: list[int], micro_batch_size: int, rank: int, world_size: int) -> list[list[int]]:
+def micro_batches_for_rank(
+    global_batch: list[int], micro_batch_size: int, rank: int, world_size: int
+) -> list[list[int]]:
     """This rank's micro-batches of one global batch: contiguous slice, then split by micro size."""
     per_rank = len(global_batch) // world_size
-    mine = global_batch[rank * per_rank:(rank + 1) * per_rank]
-    return [mine[i:i + micro_batch_size] for i in range(0, per_rank, micro_batch_size)]
+    mine = global_batch[rank * per_rank : (rank + 1) * per_rank]
+    return [mine[i : i + micro_batch_size] for i in range(0, per_rank, micro_batch_size)]
 
 
 def eval_shard(num_examples: int, batch_size: int, rank: int, world_size: int) -> list[list[int]]:
@@ -129,4 +146,4 @@ def eval_shard(num_examples: int, batch_size: int, rank: int, world_size: int) -
     per_rank = -(-num_examples // world_size)
     num_batches = max(1, -(-per_rank // batch_size))
     mine += [-1] * (num_batches * batch_size - len(mine))  # -1 marks filler
-    return [mine[i:i + batch_size] for i in range(0, len(mine), batch_size)]
+    return [mine[i : i + batch_size] for i in range(0, len(mine), batch_size)]

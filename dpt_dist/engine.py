@@ -1,14 +1,16 @@
-"""THE DeepSpeed room: distributed start-up, ZeRO-3 loading, deepspeed.initialize, gathering,
-and trainable-state I/O. No other module of dpt_dist imports deepspeed.
+"""THE DeepSpeed room: joining the process group, the DeepSpeed JSON, ZeRO-3 loading and
+gathering, deepspeed.initialize, the gradient scaling rule, and optimizer / trainable state.
+No other module of dpt_dist imports deepspeed or reads a `ds_*` attribute of a parameter.
 
 Facts this module is built around (REFERENCE §5):
 - Under ZeRO-3 the backbone is created under zero.Init (transformers does it in from_pretrained
   while an HfDeepSpeedConfig is alive), so no rank ever holds the whole model.
-- A partitioned parameter read outside its module's forward has shape [0]: the embedding table
-  is read under GatheredParameters, trainable state through DeepSpeed's full-fp32 accessors.
+- A partitioned parameter read outside its module's forward has shape [0]: its full size is
+  `ds_numel`, its values are read under GatheredParameters or DeepSpeed's full-fp32 accessors.
 - Prompt tensors are replicated: every rank builds them from the same seed, and after each step
   their gathered values are identical on every rank.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -16,23 +18,25 @@ import datetime
 import json
 import os
 import socket
-from dataclasses import dataclass
 from pathlib import Path
 
-import torch
-import torch.distributed as dist
-
 import deepspeed
-from deepspeed.utils import safe_get_full_fp32_param, safe_get_full_optimizer_state, safe_set_full_fp32_param, safe_set_full_optimizer_state
+import torch
+import torch.distributed as torch_dist
+from deepspeed.utils import (
+    safe_get_full_fp32_param,
+    safe_get_full_optimizer_state,
+    safe_set_full_fp32_param,
+    safe_set_full_optimizer_state,
+)
 from transformers.integrations import HfDeepSpeedConfig
 
-from .backbone import load_backbone
+from . import dist
 from .config import deep_merge
-from .model import PromptedModel
-from .prompts import PromptConfig, prompt_init_token_ids
 
 _MPI_ENV = ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_RANK", "MPI_LOCALNRANKS")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+SHIPPED_CONFIGS = Path(__file__).parent / "ds_configs"
 
 
 # ---- process group --------------------------------------------------------------------------
@@ -45,86 +49,45 @@ def _free_port() -> int:
 def setup_distributed(timeout_s: int = 900) -> tuple[int, int]:
     """Join the process group whichever way we were started: torchrun / deepspeed launcher
     (env vars), mpirun (DeepSpeed's mpi4py discovery), or a plain single process."""
-    if not dist.is_initialized():
+    if not torch_dist.is_initialized():
         if "RANK" not in os.environ and not any(v in os.environ for v in _MPI_ENV):
-            os.environ.update(RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port()))
+            os.environ.update(
+                RANK="0", LOCAL_RANK="0", WORLD_SIZE="1", MASTER_ADDR="127.0.0.1", MASTER_PORT=str(_free_port())
+            )
         deepspeed.init_distributed(timeout=datetime.timedelta(seconds=timeout_s), verbose=False)
-    return dist.get_rank(), dist.get_world_size()
-
-
-def rank() -> int:
-    return dist.get_rank() if dist.is_initialized() else 0
-
-
-def world_size() -> int:
-    return dist.get_world_size() if dist.is_initialized() else 1
-
-
-def barrier() -> None:
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.barrier()
-
-
-def all_reduce_sum(value: float | int) -> float:
-    t = torch.tensor([float(value)], dtype=torch.float64)
-    if dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t)
-    return t.item()
-
-
-def all_gather_objects(obj) -> list:
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return [obj]
-    out = [None] * dist.get_world_size()
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def broadcast_object(obj):
-    """Rank 0's value of `obj` on every rank (decisions made from rank-0-only metrics)."""
-    if not dist.is_initialized() or dist.get_world_size() == 1:
-        return obj
-    box = [obj]
-    dist.broadcast_object_list(box, src=0)
-    return box[0]
-
-
-@contextlib.contextmanager
-def main_process_first():
-    """Rank 0 runs the block first (filling caches, writing files), then the others."""
-    if rank() != 0:
-        barrier()
-    try:
-        yield
-    finally:
-        if rank() == 0:
-            barrier()
-
-
-def shutdown(together: bool = True) -> None:
-    """Leave together (a barrier first) so no rank tears its process group down while another
-    still uses it. After an error the other ranks may be gone: then do not wait for them."""
-    if dist.is_initialized():
-        try:
-            if together:
-                barrier()
-        finally:
-            dist.destroy_process_group()
+    return dist.rank(), dist.world_size()
 
 
 # ---- DeepSpeed configuration ----------------------------------------------------------------
-def build_ds_config(path: str, overrides: dict, *, batch_size: int, micro_batch_size: int, dtype: str, grad_clip: float, world: int) -> dict:
+def shipped_config_names() -> list[str]:
+    return sorted(p.stem for p in SHIPPED_CONFIGS.glob("*.json"))
+
+
+def resolve_ds_config(spec: str) -> Path:
+    """`deepspeed.config` -> a JSON file: a shipped config by name (`zero3`), the old repository
+    path of a shipped one (`ds_configs/zero3.json`, from any directory), or the user's own file."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = SHIPPED_CONFIGS / (path.name if path.suffix == ".json" else f"{path.name}.json")
+    by_name = "/" not in spec and path.suffix == ""
+    if shipped.is_file() and (by_name or path.parent.name == "ds_configs"):
+        return shipped
+    raise FileNotFoundError(
+        f"deepspeed.config: {spec} does not exist (give a DeepSpeed JSON file, or a shipped config "
+        f"by name: {', '.join(shipped_config_names())})"
+    )
+
+
+def build_ds_config(
+    spec: str, overrides: dict, *, batch_size: int, micro_batch_size: int, dtype: str, grad_clip: float, world: int
+) -> dict:
     """The DeepSpeed JSON (ZeRO stage, offload...) plus what the run config decides."""
-    p = Path(path)
-    shipped = Path(__file__).resolve().parents[1] / "ds_configs" / p.name
-    if not p.is_file() and not p.is_absolute() and shipped.is_file():
-        p = shipped  # the repo's ds_configs/, when run from another directory
-    if not p.is_file():
-        raise FileNotFoundError(f"deepspeed.config: {p} does not exist")
+    path = resolve_ds_config(spec)
     try:
-        cfg = json.loads(p.read_text())
+        cfg = json.loads(path.read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(f"deepspeed.config {p}: invalid JSON ({err})") from None
+        raise ValueError(f"deepspeed.config {path}: invalid JSON ({err})") from None
     cfg = deep_merge(cfg, overrides or {})
     if dtype == "fp16" or cfg.get("fp16", {}).get("enabled"):
         if not torch.cuda.is_available():
@@ -132,7 +95,8 @@ def build_ds_config(path: str, overrides: dict, *, batch_size: int, micro_batch_
         raise ValueError("model.dtype=fp16 is not supported: use bf16 (same memory, no loss scaling)")
     if batch_size % (micro_batch_size * world):
         raise ValueError(
-            f"train.batch_size={batch_size} must be a multiple of train.micro_batch_size={micro_batch_size} x world size {world}"
+            f"train.batch_size={batch_size} must be a multiple of train.micro_batch_size={micro_batch_size} "
+            f"x world size {world}"
         )
     cfg.update(
         train_batch_size=batch_size,
@@ -150,51 +114,63 @@ def zero_stage(ds_config: dict) -> int:
     return int(ds_config.get("zero_optimization", {}).get("stage", 0))
 
 
-# ---- model construction ---------------------------------------------------------------------
-@dataclass
-class BuiltModel:
-    model: PromptedModel
-    ds_config: dict
-    hf_ds_config: object | None  # must stay alive: transformers consults it (zero.Init, synced_gpus)
+# ---- ZeRO-3 loading, gathering, sizes -------------------------------------------------------
+def zero3_loading(ds_config: dict) -> HfDeepSpeedConfig | None:
+    """Under ZeRO-3: the object that makes transformers' from_pretrained build the model under
+    zero.Init (partitioned at birth). Keep it alive as long as the model: transformers consults
+    it again (synced_gpus in generate)."""
+    return HfDeepSpeedConfig(ds_config) if zero_stage(ds_config) == 3 else None
 
 
 def gathered(params, modifier_rank: int | None = None):
     """Full views of (possibly ZeRO-3-partitioned) parameters inside the context."""
     params = [p for p in params if hasattr(p, "ds_id")]
-    return deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank) if params else contextlib.nullcontext()
+    return (
+        deepspeed.zero.GatheredParameters(params, modifier_rank=modifier_rank) if params else contextlib.nullcontext()
+    )
 
 
-def build_model(backbone_path: str, prompt_config: PromptConfig, ds_config: dict, *, dtype: str, dropout: float | None, tokenizer, seed: int,
-                gradient_checkpointing: bool = False) -> BuiltModel:
-    """Load the frozen backbone (sharded at birth under ZeRO-3) and attach a fresh prompt.
-    `gradient_checkpointing` recomputes the backbone's activations in the backward pass (long
-    inputs: memory for compute); non-reentrant, so gradients still reach the prompt."""
-    hf_ds = HfDeepSpeedConfig(ds_config) if zero_stage(ds_config) == 3 else None
-    backbone = load_backbone(backbone_path, DTYPES[dtype], dropout)
-    if gradient_checkpointing:
-        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    torch.manual_seed(seed)  # same seed on every rank: the prompt starts identical everywhere
-    model = PromptedModel.from_config(backbone, prompt_config)
-    if model.prompt.uses_embedding_init:
-        table = backbone.get_input_embeddings()
-        ids = prompt_init_token_ids(prompt_config, prompt_config.length, tokenizer, table.num_embeddings, seed)
-        if ids is not None:
-            with gathered([table.weight]):
-                rows = table.weight.detach()[torch.tensor(ids)].float().clone()
-            model.prompt.init_from_embeddings(rows)
-    return BuiltModel(model, ds_config, hf_ds)
+def full_numel(p: torch.Tensor) -> int:
+    """A parameter's full size (under ZeRO-3 a partitioned parameter's numel() is 0)."""
+    return getattr(p, "ds_numel", p.numel())
+
+
+def full_shape(p: torch.Tensor) -> tuple[int, ...]:
+    return tuple(getattr(p, "ds_shape", p.shape))
+
+
+def parameter_counts(model) -> tuple[int, int]:
+    """(trainable, all) parameters of a PromptedModel, whether partitioned or not."""
+    return model.trainable_parameter_summary(numel=full_numel)
+
+
+def resident_frozen_bytes(model) -> int:
+    """Bytes of frozen weights this rank actually holds (ZeRO-3: its partitions only)."""
+    return sum(
+        (p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()) * p.element_size()
+        for p in model.parameters()
+        if not p.requires_grad
+    )
 
 
 def frozen_shard_fraction(model) -> float:
     """Share of the frozen weights this rank actually holds (ZeRO-3: about 1 / world size)."""
     held = total = 0
     for p in model.parameters():
-        if p.requires_grad:
-            continue
-        full = getattr(p, "ds_numel", p.numel())
-        held += p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()
-        total += full
+        if not p.requires_grad:
+            held += p.ds_tensor.numel() if hasattr(p, "ds_tensor") else p.numel()
+            total += full_numel(p)
     return held / max(total, 1)
+
+
+# ---- the gradient scaling rule --------------------------------------------------------------
+def loss_scale_for_global_token_mean(world: int, accumulation_steps: int, global_tokens: float) -> float:
+    """What to multiply a micro-batch's *summed* token loss by before engine.backward, so that
+    the gradient DeepSpeed applies is that of (sum of every token loss in the global batch) /
+    (target tokens in the global batch). DeepSpeed averages gradients over the ranks and divides
+    each micro-batch's loss by the accumulation steps; this undoes both. Any world size and
+    accumulation split then optimises exactly the same quantity."""
+    return world * accumulation_steps / max(global_tokens, 1.0)
 
 
 # ---- training engine ------------------------------------------------------------------------
@@ -207,10 +183,36 @@ def _lr_lambda(warmup: int, total: int):
     return factor
 
 
-class TrainEngine:
-    """deepspeed.initialize around a PromptedModel, with the two learning-rate groups."""
+def _keep_prompt_whole(zero: dict, model) -> None:
+    """Keep every prompt tensor whole on every rank (ZeRO-3 "persistent"): it is used each step
+    and tiny next to the backbone, so gathering it each time would be pure waste. DeepSpeed
+    decides persistence by one size threshold for all tensors, so raise it up to the largest
+    prompt tensor, but never so far that a frozen matrix above the configured threshold would
+    stop being partitioned."""
+    threshold = zero.get("stage3_param_persistence_threshold", 100000)
+    if zero.get("stage") != 3 or threshold <= 0:
+        return
+    largest = max((full_numel(p) for _, p in model.trainable_named_parameters()), default=0)
+    frozen_big = [n for n in (full_numel(p) for p in model.parameters() if not p.requires_grad) if n > threshold]
+    raised = min(largest, min(frozen_big, default=largest + 1) - 1)
+    zero["stage3_param_persistence_threshold"] = max(threshold, raised)
 
-    def __init__(self, built: BuiltModel, *, prompt_lr: float, network_lr: float, weight_decay: float, adam_eps: float, warmup_steps: int, total_steps: int):
+
+class TrainEngine:
+    """deepspeed.initialize around a PromptedModel (`built.model`, `built.deepspeed_config`), with the
+    two learning-rate groups (prompt / network) and a linear warm-up + decay schedule."""
+
+    def __init__(
+        self,
+        built,
+        *,
+        prompt_lr: float,
+        network_lr: float,
+        weight_decay: float,
+        adam_eps: float,
+        warmup_steps: int,
+        total_steps: int,
+    ):
         self.built = built
         model = built.model
         groups: dict[str, list] = {"prompt": [], "network": []}
@@ -220,28 +222,16 @@ class TrainEngine:
         param_groups = [{"params": ps, "lr": lrs[g], "name": g} for g, ps in groups.items() if ps]
         self.group_names = [g["name"] for g in param_groups]
         optimizer = torch.optim.AdamW(param_groups, eps=adam_eps, weight_decay=weight_decay, betas=(0.9, 0.999))
-        zero = built.ds_config.get("zero_optimization", {})
-        threshold = zero.get("stage3_param_persistence_threshold", 100000)
-        if zero.get("stage") == 3 and threshold > 0:
-            # Keep every prompt tensor whole on every rank (ZeRO-3 "persistent"): it is used each
-            # step and tiny next to the backbone, so gathering it each time would be pure waste.
-            # DeepSpeed decides persistence by one size threshold for all tensors, so raise it up
-            # to the largest prompt tensor, but never so far that a frozen matrix above the
-            # configured threshold would stop being partitioned.
-            sizes = lambda params: [getattr(p, "ds_numel", p.numel()) for p in params]  # noqa: E731
-            largest = max(sizes(p for _, p in model.trainable_named_parameters()), default=0)
-            frozen_big = [n for n in sizes(p for p in model.parameters() if not p.requires_grad) if n > threshold]
-            raised = min(largest, min(frozen_big, default=largest + 1) - 1)
-            zero["stage3_param_persistence_threshold"] = max(threshold, raised)
+        _keep_prompt_whole(built.deepspeed_config.get("zero_optimization", {}), model)
         self.engine, self.optimizer, _, self.scheduler = deepspeed.initialize(
             model=model,
             optimizer=optimizer,
             lr_scheduler=lambda opt: torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(warmup_steps, total_steps)),
-            config=built.ds_config,
+            config=built.deepspeed_config,
         )
 
     @property
-    def module(self) -> PromptedModel:
+    def module(self):
         return self.engine.module
 
     @property
@@ -256,6 +246,18 @@ class TrainEngine:
 
     def step(self) -> None:
         self.engine.step()
+
+    def train_step(self, micro_batches: list[dict], global_tokens: float) -> float:
+        """One optimizer step over this rank's micro-batches of a global batch; returns this
+        rank's summed token loss (the caller all-reduces it)."""
+        scale = loss_scale_for_global_token_mean(dist.world_size(), self.gradient_accumulation_steps, global_tokens)
+        local_loss = 0.0
+        for batch in micro_batches:
+            out = self.forward(batch)
+            self.backward(out.loss_sum * scale)
+            self.step()  # DeepSpeed steps the optimizer at the accumulation boundary only
+            local_loss += out.loss_sum.item()
+        return local_loss
 
     def learning_rates(self) -> dict[str, float]:
         return {name: group["lr"] for name, group in zip(self.group_names, self.optimizer.param_groups)}
@@ -303,7 +305,16 @@ class TrainEngine:
         if full is None:  # no ZeRO: read the master copy and its torch optimizer state directly
             master = self._master(p)
             full = master.data if key is None else self._torch_optimizer().state[master][key]
-        return full.detach().to("cpu", torch.float32).clone().reshape(tuple(getattr(p, "ds_shape", p.shape)))
+        return full.detach().to("cpu", torch.float32).clone().reshape(full_shape(p))
+
+    def _set_full(self, p, key: str | None, value: torch.Tensor) -> None:
+        if hasattr(p, "ds_id") or hasattr(p, "_hp_mapping"):  # ZeRO owns the master and moments
+            value = value.to((p.ds_tensor if hasattr(p, "ds_id") else p).device)
+            (safe_set_full_fp32_param(p, value) if key is None else safe_set_full_optimizer_state(p, value, key))
+            return
+        master = self._master(p)
+        with torch.no_grad():
+            (master.data if key is None else self._torch_optimizer().state[master][key]).copy_(value.to(master.device))
 
     def state_dict(self) -> dict:
         """Full fp32 trainable tensors and Adam moments, the Adam step, the LR scheduler and
@@ -315,8 +326,27 @@ class TrainEngine:
             for key in self._MOMENTS:
                 tensors[f"{key}/{name}"] = self._full(p, key)
         steps = [float(s["step"]) for s in self._torch_optimizer().state.values() if "step" in s]
-        return {"tensors": tensors, "optimizer_step": max(steps, default=0.0), "scheduler": self.scheduler.state_dict(),
-                "global_steps": self.engine.global_steps, "global_samples": self.engine.global_samples}
+        return {
+            "tensors": tensors,
+            "optimizer_step": max(steps, default=0.0),
+            "scheduler": self.scheduler.state_dict(),
+            "global_steps": self.engine.global_steps,
+            "global_samples": self.engine.global_samples,
+        }
+
+    def _check_state_matches(self, tensors: dict, params: dict) -> None:
+        expected = {f"{kind}/{name}" for name in params for kind in ("param", *self._MOMENTS)}
+        if set(tensors) != expected:
+            raise ValueError(
+                f"the checkpoint's tensors do not match this model (missing {sorted(expected - set(tensors))[:4]}, "
+                f"unexpected {sorted(set(tensors) - expected)[:4]})"
+            )
+        for name, p in params.items():
+            if tuple(tensors[f"param/{name}"].shape) != full_shape(p):
+                raise ValueError(
+                    f"checkpoint tensor {name} has shape {list(tensors[f'param/{name}'].shape)}, "
+                    f"the model {list(full_shape(p))}"
+                )
 
     def load_state_dict(self, state: dict, warmup_batches: list[dict]) -> None:
         """Continue from `state` (state_dict() of this or another world size). Every rank calls it.
@@ -331,27 +361,14 @@ class TrainEngine:
         self._link_optimizer_fragments()
         tensors = state["tensors"]
         params = dict(self.module.trainable_named_parameters())
-        expected = {f"{kind}/{name}" for name in params for kind in ("param", *self._MOMENTS)}
-        if set(tensors) != expected:
-            raise ValueError(f"the checkpoint's tensors do not match this model (missing {sorted(expected - set(tensors))[:4]}, "
-                             f"unexpected {sorted(set(tensors) - expected)[:4]})")
-        base = self._torch_optimizer()
+        self._check_state_matches(tensors, params)
         for name, p in params.items():
-            shape = tuple(getattr(p, "ds_shape", p.shape))
-            if tuple(tensors[f"param/{name}"].shape) != shape:
-                raise ValueError(f"checkpoint tensor {name} has shape {list(tensors[f'param/{name}'].shape)}, the model {list(shape)}")
             for key in (None, *self._MOMENTS):
-                value = tensors[f"{key or 'param'}/{name}"]
-                if hasattr(p, "ds_id") or hasattr(p, "_hp_mapping"):
-                    target = p.ds_tensor if hasattr(p, "ds_id") else p
-                    value = value.to(target.device)
-                    (safe_set_full_fp32_param(p, value) if key is None else safe_set_full_optimizer_state(p, value, key))
-                else:
-                    master = self._master(p)
-                    with torch.no_grad():
-                        (master.data if key is None else base.state[master][key]).copy_(value.to(master.device))
-        load_trainable_state(self.module, {name: tensors[f"param/{name}"] for name in params})  # the working (module) copy
-        for group_state in base.state.values():
+                self._set_full(p, key, tensors[f"{key or 'param'}/{name}"])
+        load_trainable_state(
+            self.module, {name: tensors[f"param/{name}"] for name in params}
+        )  # the working (module) copy
+        for group_state in self._torch_optimizer().state.values():
             if "step" in group_state:
                 if torch.is_tensor(group_state["step"]):
                     group_state["step"].fill_(state["optimizer_step"])
@@ -364,21 +381,8 @@ class TrainEngine:
         self.engine.global_samples = state["global_samples"]
 
 
-def prompt_spectrum(model: PromptedModel) -> torch.Tensor | None:
-    """Singular values (descending, fp32) of the effective soft prompt, the l x d matrix the
-    method prepends; None for methods without one. A collective under ZeRO-3."""
-    if model.prompt.num_virtual_tokens == 0:
-        return None
-    with gathered(list(model.prompt.parameters())), torch.no_grad():
-        was_training = model.prompt.training
-        model.prompt.eval()
-        matrix = model.prompt.effective_prompt().detach().float().cpu()
-        model.prompt.train(was_training)
-    return torch.linalg.svdvals(matrix)
-
-
-# ---- trainable state I/O --------------------------------------------------------------------
-def trainable_state(model: PromptedModel) -> dict[str, torch.Tensor]:
+# ---- trainable state ------------------------------------------------------------------------
+def trainable_state(model) -> dict[str, torch.Tensor]:
     """Full fp32 copies of the trainable tensors, on every rank (a collective under ZeRO-3)."""
     state = {}
     for name, p in model.trainable_named_parameters():
@@ -391,7 +395,7 @@ def trainable_state(model: PromptedModel) -> dict[str, torch.Tensor]:
 
 
 @torch.no_grad()
-def load_trainable_state(model: PromptedModel, state: dict[str, torch.Tensor]) -> None:
+def load_trainable_state(model, state: dict[str, torch.Tensor]) -> None:
     """Put saved prompt values back into the module (e.g. the best checkpoint, for the final
     test evaluation). Every rank calls it; under ZeRO-3 rank 0's copy is re-partitioned."""
     params = dict(model.trainable_named_parameters())
@@ -401,13 +405,3 @@ def load_trainable_state(model: PromptedModel, state: dict[str, torch.Tensor]) -
     for name, p in params.items():
         with gathered([p], modifier_rank=0):
             p.data.copy_(state[name].to(p.dtype))
-
-
-def save_artifact(model: PromptedModel, out_dir: str, state: dict[str, torch.Tensor] | None = None, **metadata) -> str:
-    """Every rank gathers (collective) unless `state` is given, rank 0 writes atomically, all
-    wait for the file."""
-    state = trainable_state(model) if state is None else state
-    if rank() == 0:
-        model.save_pretrained(out_dir, state_dict=state, **metadata)
-    barrier()
-    return out_dir

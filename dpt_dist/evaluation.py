@@ -6,26 +6,36 @@ forever); predictions are gathered, filler rows dropped, and each example scored
 Examples are sharded in order of length, so a batch holds inputs of similar length (little
 padding) and every rank gets a similar mix.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
-from . import engine as dist_engine
+from . import dist
 from .data import collate_generate, eval_shard
 from .monitor import write_jsonl_atomic
 
 
 @torch.no_grad()
-def generate_samples(model, dataset, tokenizer, *, batch_size: int, max_new_tokens: int, num_samples: int = 1,
-                     sampling: dict | None = None, seed: int = 0) -> list[list[str]]:
+def generate_samples(
+    model,
+    dataset,
+    tokenizer,
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    num_samples: int = 1,
+    sampling: dict | None = None,
+    seed: int = 0,
+) -> list[list[str]]:
     """Raw generated texts, `num_samples` per example (greedy unless `sampling` has do_sample).
 
     Sampling draws from a generator seeded by (seed, rank) inside a forked RNG state, so an
     evaluation neither depends on nor disturbs the training RNG.
     """
-    rank, world = dist_engine.rank(), dist_engine.world_size()
+    rank, world = dist.rank(), dist.world_size()
     was_training = model.training
     model.eval()
     left = not model.is_encoder_decoder
@@ -36,7 +46,9 @@ def generate_samples(model, dataset, tokenizer, *, batch_size: int, max_new_toke
     if not sampling.get("do_sample"):
         sampling = {"do_sample": False, "num_beams": 1}
     if num_samples > 1 and not sampling.get("do_sample"):
-        raise ValueError(f"task.num_samples={num_samples} needs sampling (task.do_sample=true): greedy samples are identical")
+        raise ValueError(
+            f"task.num_samples={num_samples} needs sampling (task.do_sample=true): greedy samples are identical"
+        )
     try:
         with torch.random.fork_rng(devices=[torch.cuda.current_device()] if torch.cuda.is_available() else []):
             torch.manual_seed(seed * 1000 + rank)
@@ -45,17 +57,22 @@ def generate_samples(model, dataset, tokenizer, *, batch_size: int, max_new_toke
                 rows = [dataset[i if i >= 0 else by_length[-1]] for i in indices]  # filler: the shortest
                 batch = collate_generate(rows, tokenizer.pad_token_id, left=left)
                 out = model.generate(
-                    **batch, max_new_tokens=max_new_tokens, num_return_sequences=num_samples, **sampling,
-                    synced_gpus=world > 1, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+                    **batch,
+                    max_new_tokens=max_new_tokens,
+                    num_return_sequences=num_samples,
+                    **sampling,
+                    synced_gpus=world > 1,
+                    pad_token_id=tokenizer.pad_token_id,
+                    eos_token_id=tokenizer.eos_token_id,
                 )
                 texts = tokenizer.batch_decode(out, skip_special_tokens=True)
                 for j, i in enumerate(indices):  # generate returns the samples of a row together
                     if i >= 0:
-                        mine.append((i, texts[j * num_samples:(j + 1) * num_samples]))
+                        mine.append((i, texts[j * num_samples : (j + 1) * num_samples]))
     finally:
         model.train(was_training)
     samples: dict[int, list[str]] = {}
-    for shard in dist_engine.all_gather_objects(mine):
+    for shard in dist.all_gather_objects(mine):
         for i, texts in shard:
             samples.setdefault(i, texts)
     missing = set(range(len(dataset))) - set(samples)
@@ -64,16 +81,36 @@ def generate_samples(model, dataset, tokenizer, *, batch_size: int, max_new_toke
     return [samples[i] for i in range(len(dataset))]
 
 
-def evaluate(model, task, dataset, tokenizer, *, batch_size: int, max_new_tokens: int, predictions_path: str | None = None,
-             num_samples: int = 1, sampling: dict | None = None, seed: int = 0, allow_code_execution: bool = False) -> dict[str, float]:
+def evaluate(
+    model,
+    task,
+    dataset,
+    tokenizer,
+    *,
+    batch_size: int,
+    max_new_tokens: int,
+    predictions_path: str | None = None,
+    num_samples: int = 1,
+    sampling: dict | None = None,
+    seed: int = 0,
+    allow_code_execution: bool = False,
+) -> dict[str, float]:
     """Generate on every rank, score on rank 0 (others return {}), write predictions JSONL.
 
     A task with its own `score` (MBPP) gets every sample and returns one result row per example,
     merged into the predictions file; its completions are also written as `<name>.completions.jsonl`
     in the format `dpt-dist eval-mbpp` reads."""
-    raw = generate_samples(model, dataset, tokenizer, batch_size=batch_size, max_new_tokens=max_new_tokens,
-                           num_samples=num_samples, sampling=sampling, seed=seed)
-    if dist_engine.rank() != 0:
+    raw = generate_samples(
+        model,
+        dataset,
+        tokenizer,
+        batch_size=batch_size,
+        max_new_tokens=max_new_tokens,
+        num_samples=num_samples,
+        sampling=sampling,
+        seed=seed,
+    )
+    if dist.rank() != 0:
         return {}
     samples = [[task.postprocess(text) for text in texts] for texts in raw]
     if task.score is not None:
@@ -85,12 +122,22 @@ def evaluate(model, task, dataset, tokenizer, *, batch_size: int, max_new_tokens
         extras = [c for c in ("answers", "group", "dataset") if c in dataset.column_names]
         rows = []
         for ex, texts, preds, detail in zip(dataset, raw, samples, details):
-            row = {"input": ex["source"], "target": ex["target"], "prediction": preds[0], **{c: ex[c] for c in extras}, **detail}
+            # the example's own id first, so a row can go to the dataset's official scorer
+            row = {
+                "id": ex.get("id"),
+                "input": ex["source"],
+                "target": ex["target"],
+                "prediction": preds[0],
+                **{c: ex[c] for c in extras},
+                **detail,
+            }
             if num_samples > 1 or task.score is not None:
                 row.update(generations=texts, predictions=preds)
             rows.append(row)
         write_jsonl_atomic(path, rows)
         if "task_id" in dataset.column_names:
-            write_jsonl_atomic(path.with_name(path.stem + ".completions.jsonl"),
-                         ({"task_id": tid, "completion": p} for tid, preds in zip(dataset["task_id"], samples) for p in preds))
+            write_jsonl_atomic(
+                path.with_name(path.stem + ".completions.jsonl"),
+                ({"task_id": tid, "completion": p} for tid, preds in zip(dataset["task_id"], samples) for p in preds),
+            )
     return metrics

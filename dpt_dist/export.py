@@ -1,33 +1,31 @@
 """Export a trained prompt for inference: fold what can be folded, so serving costs what plain
-prompt tuning costs (or nothing extra at all).
+prompt tuning costs (or nothing extra at all). Each method declares its form (export_form):
 
-    dpt, pt, residual   the effective prompt P (l x d; DPT: the product A.B) as a plain
-                        prompt-tuning artifact
-    adept               the short prompt as a prompt-tuning artifact; with merge_embeddings,
-                        also the merged input table E + f(E) (the offset depends only on the
-                        token id), installed in place of the backbone's input embeddings
-    dept, lora          nothing to fold (position-dependent offsets / adapters inside the
-                        backbone): use the artifact as it is
+    "prompt"             the effective prompt P (l x d; DPT: the product A.B) as a plain
+                         prompt-tuning artifact (dpt, pt, residual)
+    "merged_embeddings"  the short prompt as a prompt-tuning artifact plus the merged input
+                         table E + f(E) (the offset depends only on the token id), installed in
+                         place of the backbone's input embeddings (adept)
+    None                 nothing to fold (dept: position-dependent offsets; lora: adapters
+                         inside the backbone): use the artifact as it is
 
 An export is an ordinary artifact: `PromptedModel.from_pretrained(backbone, DIR)` attaches it
-(and installs the merged table when there is one) and generates.
+(and installs the merged table when there is one, model.install_input_embeddings) and generates.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
-from .artifact import read_artifact, write_artifact
-from .prompts import PromptConfig, build_prompt
-
-MERGED_TABLE = "input_embeddings.safetensors"
-FOLDABLE = ("pt", "residual", "dpt", "adept")
+from .artifact import MERGED_TABLE, read_artifact, write_artifact
+from .prompts import PROMPT_METHODS, PromptConfig, build_prompt, make_prompt_config
 
 
 def _load_method(artifact_dir: str):
     meta, state = read_artifact(artifact_dir)
-    config = PromptConfig(**meta["prompt"])
+    config = make_prompt_config(meta["prompt"], warn=False, source=f"{artifact_dir}: prompt")
     method = build_prompt(config, meta["embed_dim"])
     method.load_state_dict(state)
     return meta, method.float().eval()
@@ -38,20 +36,9 @@ def merged_input_table(method, table: torch.Tensor, chunk: int = 8192) -> torch.
     """E + f(E) for every row of the input embedding table (ADePT's offset, dropout off)."""
     rows = []
     for start in range(0, table.shape[0], chunk):
-        e = table[start:start + chunk].float()
+        e = table[start : start + chunk].float()
         rows.append(e + method.offset(e))
     return torch.cat(rows).to(table.dtype)
-
-
-def install_input_embeddings(backbone, table: torch.Tensor) -> None:
-    """Use `table` for the input tokens only: the encoder's inputs (T5: not the decoder's, which
-    never received the offset) or a decoder-only model's inputs. A tied output head keeps the
-    original matrix."""
-    embedding = torch.nn.Embedding.from_pretrained(table, freeze=True)
-    if backbone.config.is_encoder_decoder:
-        backbone.get_encoder().embed_tokens = embedding
-    else:
-        backbone.set_input_embeddings(embedding)
 
 
 def export(artifact_dir: str, out_dir: str, merge_embeddings: bool = False, backbone=None) -> str:
@@ -59,14 +46,18 @@ def export(artifact_dir: str, out_dir: str, merge_embeddings: bool = False, back
     model) is needed only to merge ADePT's embedding table; by default the artifact's base model."""
     meta, method = _load_method(artifact_dir)
     name = meta["prompt"]["method"]
-    if name not in FOLDABLE:
-        raise ValueError(f"{artifact_dir}: a {name} prompt has nothing to fold (position-dependent offsets or adapters "
-                         "inside the backbone); use the artifact as it is")
-    if merge_embeddings and name != "adept":
-        raise ValueError(f"{artifact_dir}: --merge-embeddings applies to ADePT only (this is {name})")
-    if name == "adept" and not merge_embeddings:
-        raise ValueError(f"{artifact_dir}: an ADePT export without --merge-embeddings would drop its offset network; "
-                         "pass --merge-embeddings (and --backbone if the base model moved)")
+    form = PROMPT_METHODS[name].export_form
+    if form is None:
+        raise ValueError(f"{artifact_dir}: a {name} prompt has nothing to fold ({PROMPT_METHODS[name].export_refusal})")
+    if merge_embeddings and form != "merged_embeddings":
+        raise ValueError(
+            f"{artifact_dir}: --merge-embeddings applies to methods with a token-only offset (ADePT), not {name}"
+        )
+    if form == "merged_embeddings" and not merge_embeddings:
+        raise ValueError(
+            f"{artifact_dir}: an ADePT export without --merge-embeddings would drop its offset network; "
+            "pass --merge-embeddings (and --backbone if the base model moved)"
+        )
     with torch.no_grad():
         prompt = method.effective_prompt().float().clone()
     extra = {}
@@ -77,12 +68,21 @@ def export(artifact_dir: str, out_dir: str, merge_embeddings: bool = False, back
             backbone = load_backbone(meta["base_model"])
         table = backbone.get_input_embeddings().weight.detach()
         if table.shape[1] != meta["embed_dim"]:
-            raise ValueError(f"{artifact_dir}: trained for embedding size {meta['embed_dim']}, the backbone has {table.shape[1]}")
+            raise ValueError(
+                f"{artifact_dir}: trained for embedding size {meta['embed_dim']}, the backbone has {table.shape[1]}"
+            )
         extra[MERGED_TABLE] = {"weight": merged_input_table(method, table)}
     carried = {k: v for k, v in meta.items() if k in ("base_model", "tokenizer", "task", "steps")}
     exported = PromptConfig(method="pt", length=prompt.shape[0], init="random")
-    return write_artifact(out_dir, {"prompt.weight": prompt}, {
-        "prompt": vars(exported), "embed_dim": meta["embed_dim"], **carried,
-        "exported_from": {"method": name, "artifact": str(Path(artifact_dir).resolve()), "config": meta["prompt"]},
-        "merged_input_embeddings": bool(merge_embeddings),
-    }, extra_files=extra)
+    return write_artifact(
+        out_dir,
+        {"prompt.weight": prompt},
+        {
+            "prompt": exported.to_dict(),
+            "embed_dim": meta["embed_dim"],
+            **carried,
+            "exported_from": {"method": name, "artifact": str(Path(artifact_dir).resolve()), "config": meta["prompt"]},
+            "merged_input_embeddings": bool(merge_embeddings),
+        },
+        extra_files=extra,
+    )

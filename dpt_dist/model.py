@@ -7,6 +7,7 @@ Encoder-decoder (T5 family): the prompt precedes the encoder input; decoder inpu
 embeddings (no offset). Decoder-only: the prompt precedes the whole sequence, its positions get
 label -100, and position ids come from the attention mask so left and right padding agree.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -15,13 +16,13 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_file
 from torch import nn
 from transformers.utils import ModelOutput
 
-from .artifact import read_artifact, write_artifact
-from .prompts import PromptConfig, PromptMethod, build_prompt
-
-IGNORE_INDEX = -100
+from .artifact import MERGED_TABLE, read_artifact, write_artifact
+from .data import IGNORE_INDEX
+from .prompts import PromptConfig, PromptMethod, build_prompt, make_prompt_config
 
 
 @dataclass
@@ -34,9 +35,15 @@ class PromptedOutput(ModelOutput):
     logits: torch.Tensor | None = None
 
 
-def count_parameters(params) -> int:
-    # Under ZeRO-3 a partitioned parameter's numel() is 0; ds_numel is its full size.
-    return sum(getattr(p, "ds_numel", p.numel()) for p in params)
+def install_input_embeddings(backbone: nn.Module, table: torch.Tensor) -> None:
+    """Use `table` for the input tokens only: the encoder's inputs (T5: not the decoder's, which
+    never received the offset) or a decoder-only model's inputs. A tied output head keeps the
+    original matrix. (How an ADePT export's merged table E + f(E) is attached.)"""
+    embedding = torch.nn.Embedding.from_pretrained(table, freeze=True)
+    if backbone.config.is_encoder_decoder:
+        backbone.get_encoder().embed_tokens = embedding
+    else:
+        backbone.set_input_embeddings(embedding)
 
 
 class PromptedModel(nn.Module):
@@ -50,39 +57,46 @@ class PromptedModel(nn.Module):
 
     # ---- construction / persistence (PEFT-style API) -------------------------------------
     @classmethod
-    def from_config(cls, backbone: nn.Module, config: PromptConfig) -> "PromptedModel":
+    def from_config(cls, backbone: nn.Module, config: PromptConfig) -> PromptedModel:
         prompt = build_prompt(config, backbone.get_input_embeddings().embedding_dim)
         # Same dtype as the backbone (bf16 runs: DeepSpeed keeps the fp32 master copy in the optimizer).
         return cls(backbone, prompt.to(backbone.dtype))
 
     @classmethod
-    def from_pretrained(cls, backbone: nn.Module, artifact_dir: str) -> "PromptedModel":
+    def from_pretrained(cls, backbone: nn.Module, artifact_dir: str) -> PromptedModel:
         """Attach a saved prompt artifact to a backbone (one call, ready to generate)."""
         meta, state = read_artifact(artifact_dir)
         if meta.get("merged_input_embeddings"):  # an ADePT export: its offsets live in a merged input table
-            from safetensors.torch import load_file
-
-            from .export import MERGED_TABLE, install_input_embeddings
-
             table = load_file(str(Path(artifact_dir) / MERGED_TABLE))["weight"]
             expected = tuple(backbone.get_input_embeddings().weight.shape)
             if tuple(table.shape) != expected:
-                raise ValueError(f"{artifact_dir}: merged input table {list(table.shape)} does not fit this backbone's {list(expected)}")
+                raise ValueError(
+                    f"{artifact_dir}: merged input table {list(table.shape)} does not fit this backbone's "
+                    f"{list(expected)}"
+                )
             install_input_embeddings(backbone, table.to(backbone.dtype))
-        model = cls.from_config(backbone, PromptConfig(**meta["prompt"]))
+        model = cls.from_config(
+            backbone, make_prompt_config(meta["prompt"], warn=False, source=f"{artifact_dir}: prompt")
+        )
         expected = meta.get("embed_dim")
         if expected is not None and expected != model.prompt.embed_dim:
             raise ValueError(
-                f"{artifact_dir}: prompt was trained for embedding size {expected}, backbone has {model.prompt.embed_dim}"
+                f"{artifact_dir}: prompt was trained for embedding size {expected}, "
+                f"backbone has {model.prompt.embed_dim}"
             )
         params = dict(model.trainable_named_parameters())
         missing, unexpected = sorted(set(params) - set(state)), sorted(set(state) - set(params))
         if missing or unexpected:
-            raise ValueError(f"{artifact_dir}: prompt tensors do not match the method (missing {missing}, unexpected {unexpected})")
+            raise ValueError(
+                f"{artifact_dir}: prompt tensors do not match the method (missing {missing}, unexpected {unexpected})"
+            )
         with torch.no_grad():
             for name, p in params.items():
                 if tuple(state[name].shape) != tuple(p.shape):
-                    raise ValueError(f"{artifact_dir}: {name} has shape {list(state[name].shape)}, the method expects {list(p.shape)}")
+                    raise ValueError(
+                        f"{artifact_dir}: {name} has shape {list(state[name].shape)}, "
+                        f"the method expects {list(p.shape)}"
+                    )
                 p.copy_(state[name].to(p.dtype))
         return model
 
@@ -90,22 +104,28 @@ class PromptedModel(nn.Module):
         """Everything that trains, by artifact key: a method's own tensors by their name in the
         method ("prompt.weight", "ffn.0.weight"); adapters installed in the backbone (LoRA) as
         "backbone.<path>"."""
-        return [(name[len("prompt."):] if name.startswith("prompt.") else name, p)
-                for name, p in self.named_parameters() if p.requires_grad]
+        return [
+            (name[len("prompt.") :] if name.startswith("prompt.") else name, p)
+            for name, p in self.named_parameters()
+            if p.requires_grad
+        ]
 
     def save_pretrained(self, out_dir: str, state_dict: dict | None = None, **metadata) -> str:
         """Write the trainable-only artifact. Under ZeRO-3 pass the gathered `state_dict` (engine.py)."""
         state = state_dict if state_dict is not None else {k: p.detach() for k, p in self.trainable_named_parameters()}
-        meta = {"prompt": vars(self.prompt.config), "embed_dim": self.prompt.embed_dim, **metadata}
+        meta = {"prompt": self.prompt.config.to_dict(), "embed_dim": self.prompt.embed_dim, **metadata}
         return write_artifact(out_dir, state, meta)
 
-    def trainable_parameter_summary(self) -> tuple[int, int]:
-        trainable = count_parameters(p for p in self.parameters() if p.requires_grad)
-        return trainable, count_parameters(self.parameters())
+    def trainable_parameter_summary(self, numel=torch.Tensor.numel) -> tuple[int, int]:
+        """(trainable, all) parameter counts. A ZeRO-3-partitioned model holds shards only:
+        count it with `engine.parameter_counts(model)`, which passes the full-size rule."""
+        trainable = sum(numel(p) for p in self.parameters() if p.requires_grad)
+        return trainable, sum(numel(p) for p in self.parameters())
 
-    def print_trainable_parameters(self) -> str:
-        trainable, total = self.trainable_parameter_summary()
-        line = f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}"
+    def print_trainable_parameters(self, numel=torch.Tensor.numel) -> str:
+        trainable, total = self.trainable_parameter_summary(numel)
+        share = 100 * trainable / max(total, 1)
+        line = f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {share:.4f}"
         print(line, flush=True)
         return line
 
@@ -145,10 +165,14 @@ class PromptedModel(nn.Module):
             if labels is None:
                 raise ValueError("an encoder-decoder forward needs labels (they define the decoder input)")
             decoder_input_ids = self.backbone.prepare_decoder_input_ids_from_labels(labels=labels)
-            logits = self.backbone(inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=decoder_input_ids, use_cache=False).logits
+            logits = self.backbone(
+                inputs_embeds=embeds, attention_mask=mask, decoder_input_ids=decoder_input_ids, use_cache=False
+            ).logits
             scored, targets = logits, labels
         else:
-            logits = self.backbone(inputs_embeds=embeds, attention_mask=mask, position_ids=self._position_ids(mask), use_cache=False).logits
+            logits = self.backbone(
+                inputs_embeds=embeds, attention_mask=mask, position_ids=self._position_ids(mask), use_cache=False
+            ).logits
             if labels is None:
                 return PromptedOutput(logits=logits)
             prompt_labels = labels.new_full((labels.shape[0], embeds.shape[1] - labels.shape[1]), IGNORE_INDEX)
@@ -156,9 +180,16 @@ class PromptedModel(nn.Module):
             scored, targets = logits[:, :-1], torch.cat([prompt_labels, labels], dim=1)[:, 1:]
         # Summed (not averaged) so the training loop can normalise by the global token count:
         # the loss is then the same whatever the world size or accumulation split.
-        loss_sum = F.cross_entropy(scored.float().reshape(-1, scored.shape[-1]), targets.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+        loss_sum = F.cross_entropy(
+            scored.float().reshape(-1, scored.shape[-1]),
+            targets.reshape(-1),
+            ignore_index=IGNORE_INDEX,
+            reduction="sum",
+        )
         num_tokens = (targets != IGNORE_INDEX).sum()
-        return PromptedOutput(loss=loss_sum / num_tokens.clamp(min=1), loss_sum=loss_sum, num_tokens=num_tokens, logits=logits)
+        return PromptedOutput(
+            loss=loss_sum / num_tokens.clamp(min=1), loss_sum=loss_sum, num_tokens=num_tokens, logits=logits
+        )
 
     @torch.no_grad()
     def generate(self, input_ids, attention_mask, **generate_kwargs) -> torch.Tensor:
@@ -172,7 +203,9 @@ class PromptedModel(nn.Module):
             out = self.backbone.generate(inputs_embeds=embeds, attention_mask=mask, **generate_kwargs)
             return out[:, 1:]  # drop the decoder start token
         with self._offsets_on_generated_tokens(attention_mask):
-            return self.backbone.generate(inputs_embeds=embeds, attention_mask=mask, position_ids=self._position_ids(mask), **generate_kwargs)
+            return self.backbone.generate(
+                inputs_embeds=embeds, attention_mask=mask, position_ids=self._position_ids(mask), **generate_kwargs
+            )
 
     @contextlib.contextmanager
     def _offsets_on_generated_tokens(self, attention_mask):

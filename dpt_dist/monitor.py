@@ -1,4 +1,5 @@
 """Logging: one console line format, TensorBoard scalars and a tqdm bar, all on rank 0 only."""
+
 from __future__ import annotations
 
 import json
@@ -42,8 +43,11 @@ def spectrum_summary(values) -> dict[str, float]:
     p = s / s.sum().clamp(min=1e-12)
     entropy = -(p * torch.log(p.clamp(min=1e-12))).sum()
     energy = torch.cumsum(s**2, 0) / (s**2).sum().clamp(min=1e-12)
-    return {"spectrum/effective_rank": float(torch.exp(entropy)), "spectrum/rank_99": int((energy < 0.99).sum()) + 1,
-            "spectrum/sigma_max": float(s[0]) if len(s) else 0.0}
+    return {
+        "spectrum/effective_rank": float(torch.exp(entropy)),
+        "spectrum/rank_99": int((energy < 0.99).sum()) + 1,
+        "spectrum/sigma_max": float(s[0]) if len(s) else 0.0,
+    }
 
 
 class Monitor:
@@ -55,7 +59,13 @@ class Monitor:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(log_dir=log_dir)
-            self.bar = tqdm(total=total_steps, initial=initial, desc="train", dynamic_ncols=True, disable=not sys.stderr.isatty() and os.environ.get("DPT_DIST_PROGRESS") != "1")
+            self.bar = tqdm(
+                total=total_steps,
+                initial=initial,
+                desc="train",
+                dynamic_ncols=True,
+                disable=not sys.stderr.isatty() and os.environ.get("DPT_DIST_PROGRESS") != "1",
+            )
 
     def scalars(self, step: int, values: dict[str, float]) -> None:
         if self.writer:

@@ -33,6 +33,7 @@ A program passes only if its tests ran to the end: after the last test the progr
 writes a per-run random token to a pipe that the program does not know about and exits 0.
 Exiting 0 earlier (sys.exit, os._exit) is a failure.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -51,16 +52,44 @@ import time
 from dataclasses import asdict, dataclass
 
 STATUSES = ("passed", "failed", "timeout", "out-of-memory", "syntax-error")
-OPT_IN_ERROR = ("executing model-generated code is refused without --allow-code-execution "
-                "(read the README's 'Executing generated code' section for what the sandbox isolates)")
+OPT_IN_ERROR = (
+    "executing model-generated code is refused without --allow-code-execution "
+    "(read the README's 'Executing generated code' section for what the sandbox isolates)"
+)
 
 # exit codes of the program process (a program can forge these, but only ever into a failure)
 _EXIT_EXCEPTION, _EXIT_MEMORY, _EXIT_SYNTAX, _EXIT_EARLY, _EXIT_SETUP = 70, 71, 72, 73, 74
 _TOKEN_FD = 3
 _UID_BASE = int(os.environ.get("DPT_DIST_SANDBOX_UID_BASE", "2000000000"))  # as root: slot i runs as uid base + i
 # Imported once in each worker so programs do not pay for them (what MBPP solutions import).
-_PRELOAD = ("re math collections heapq itertools functools bisect string operator array copy "
-            "fractions decimal statistics random datetime cmath typing traceback").split()
+_PRELOAD = [
+    "re",
+    "math",
+    "collections",
+    "heapq",
+    "itertools",
+    "functools",
+    "bisect",
+    "string",
+    "operator",
+    "array",
+    "copy",
+    "fractions",
+    "decimal",
+    "statistics",
+    "random",
+    "datetime",
+    "cmath",
+    "typing",
+    "traceback",
+]
+
+
+def _append_tail(buf: bytearray, data: bytes, keep: int) -> None:
+    """Captured output is capped: keep (about) the last `keep` bytes."""
+    buf += data
+    if len(buf) > 2 * keep:
+        del buf[:-keep]
 
 
 @dataclass(frozen=True)
@@ -137,10 +166,15 @@ def _landlock(abi: int, read_dirs: list[str], write_dir: str) -> None:
     if abi >= 6:
         fields.append(0b11)  # scope: abstract unix sockets, signals
     attr = (ctypes.c_uint64 * len(fields))(*fields)
-    ruleset = _libc.syscall(_SYS_LANDLOCK[0], ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0))
+    ruleset = _libc.syscall(
+        _SYS_LANDLOCK[0], ctypes.byref(attr), ctypes.c_size_t(ctypes.sizeof(attr)), ctypes.c_uint32(0)
+    )
     if ruleset < 0:
         raise OSError(ctypes.get_errno(), "landlock_create_ruleset")
-    rules = [(p, read) for p in read_dirs] + [(write_dir, fs_all), (os.devnull, (1 << 1) | (1 << 2) | ((1 << 14) if abi >= 3 else 0))]
+    rules = [(p, read) for p in read_dirs] + [
+        (write_dir, fs_all),
+        (os.devnull, (1 << 1) | (1 << 2) | ((1 << 14) if abi >= 3 else 0)),
+    ]
     for path, access in rules:
         try:
             fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
@@ -201,10 +235,27 @@ class _Worker:
         self.as_root = os.geteuid() == 0
         self.uid = _UID_BASE + slot if self.as_root else None
         self.landlock = _landlock_abi()
-        self.read_dirs = sorted({os.path.realpath(p) for p in (
-            sys.prefix, sys.base_prefix, sys.exec_prefix, *[p for p in sys.path if p and os.path.isdir(p)],
-            "/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt",
-        ) if os.path.exists(p)} - {os.path.realpath(root_dir), "/"})
+        self.read_dirs = sorted(
+            {
+                os.path.realpath(p)
+                for p in (
+                    sys.prefix,
+                    sys.base_prefix,
+                    sys.exec_prefix,
+                    *[p for p in sys.path if p and os.path.isdir(p)],
+                    "/usr",
+                    "/lib",
+                    "/lib64",
+                    "/lib32",
+                    "/bin",
+                    "/sbin",
+                    "/etc",
+                    "/opt",
+                )
+                if os.path.exists(p)
+            }
+            - {os.path.realpath(root_dir), "/"}
+        )
         self.network_flags = _CLONE_NEWNET if self.as_root else _CLONE_NEWUSER | _CLONE_NEWNET
         self.netns = self._probe_netns()
         self.user_processes = sum(1 for _, _, uid in _processes() if uid == os.getuid())
@@ -226,9 +277,12 @@ class _Worker:
 
     def report(self) -> dict:
         return {
-            "uid": self.uid, "landlock_abi": self.landlock, "network_namespace": self.netns,
+            "uid": self.uid,
+            "landlock_abi": self.landlock,
+            "network_namespace": self.netns,
             "filesystem": "landlock" if self.landlock else ("uid" if self.as_root else "none"),
-            "tcp_blocked": self.netns or self.landlock >= 4, "udp_blocked": self.netns,
+            "tcp_blocked": self.netns or self.landlock >= 4,
+            "udp_blocked": self.netns,
             "signals_confined": self.as_root or self.landlock >= 6,
             "process_cleanup": "kill(-1) as the slot's uid" if self.as_root else "process-tree walk (subreaper)",
         }
@@ -244,7 +298,9 @@ class _Worker:
         os.closerange(_TOKEN_FD + 1, 1 << 16)
         os.chdir(workdir)
         os.environ.clear()
-        os.environ.update(PATH="/usr/local/bin:/usr/bin:/bin", HOME=workdir, TMPDIR=workdir, LANG="C.UTF-8", PYTHONHASHSEED="0")
+        os.environ.update(
+            PATH="/usr/local/bin:/usr/bin:/bin", HOME=workdir, TMPDIR=workdir, LANG="C.UTF-8", PYTHONHASHSEED="0"
+        )
         if self.netns:
             _libc.unshare(self.network_flags)
         lim = self.limits
@@ -355,6 +411,30 @@ class _Worker:
                     except OSError:
                         pass
 
+    def _wait_reading(self, pid: int, open_fds: dict, deadline: float, keep: int):
+        """Wait for the program to exit (or the wall-clock deadline) while draining its pipes
+        into `open_fds`' buffers; -> (status or None if timed out, rusage, timed_out)."""
+        while True:
+            done, status, usage = os.wait4(pid, os.WNOHANG)
+            if done:
+                return status, usage, False
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return None, None, True
+            ready, _, _ = select.select([*open_fds, self.wake_r], [], [], min(remaining, 1.0))
+            for fd in ready:
+                if fd == self.wake_r:
+                    try:
+                        os.read(fd, 4096)
+                    except BlockingIOError:
+                        pass
+                    continue
+                data = os.read(fd, 1 << 16)
+                if not data:
+                    del open_fds[fd]
+                    continue
+                _append_tail(open_fds[fd], data, keep)
+
     def run(self, job: dict) -> dict:
         lim = self.limits
         workdir = tempfile.mkdtemp(prefix="prog-", dir=self.root_dir)
@@ -375,32 +455,7 @@ class _Worker:
         output, got_token = bytearray(), bytearray()
         keep = lim.max_output_kb << 10
         open_fds = {out_r: output, token_r: got_token}
-        status, usage, timed_out = None, None, False
-        while status is None:
-            done, st, usage = os.wait4(pid, os.WNOHANG)
-            if done:
-                status = st
-                break
-            remaining = started + lim.wall - time.monotonic()
-            if remaining <= 0:
-                timed_out = True
-                break
-            ready, _, _ = select.select([*open_fds, self.wake_r], [], [], min(remaining, 1.0))
-            for fd in ready:
-                if fd == self.wake_r:
-                    try:
-                        os.read(fd, 4096)
-                    except BlockingIOError:
-                        pass
-                    continue
-                data = os.read(fd, 1 << 16)
-                if not data:
-                    del open_fds[fd]
-                    continue
-                buf = open_fds[fd]
-                buf += data
-                if len(buf) > 2 * keep:
-                    del buf[:-keep]
+        status, usage, timed_out = self._wait_reading(pid, open_fds, started + lim.wall, keep)
         wall = time.monotonic() - started
         if status is None:  # timed out: the program process first, so that its status is ours to read
             os.kill(pid, signal.SIGKILL)
@@ -410,9 +465,7 @@ class _Worker:
             os.set_blocking(fd, False)
             try:
                 while data := os.read(fd, 1 << 16):
-                    buf += data
-                    if len(buf) > 2 * keep:
-                        del buf[:-keep]
+                    _append_tail(buf, data, keep)
             except BlockingIOError:
                 pass
         os.close(out_r)
@@ -420,7 +473,14 @@ class _Worker:
         shutil.rmtree(workdir, ignore_errors=True)
         cpu = usage.ru_utime + usage.ru_stime if usage else 0.0
         text = bytes(output[-keep:]).decode("utf-8", errors="replace")
-        return asdict(Result(*self._classify(status, timed_out, cpu, bytes(got_token) == token, text), text, round(wall, 4), round(cpu, 4)))
+        return asdict(
+            Result(
+                *self._classify(status, timed_out, cpu, bytes(got_token) == token, text),
+                text,
+                round(wall, 4),
+                round(cpu, 4),
+            )
+        )
 
     def _classify(self, status: int, timed_out: bool, cpu: float, token_ok: bool, text: str) -> tuple[str, str]:
         lim = self.limits
@@ -485,10 +545,19 @@ class _WorkerHandle:
     def start(self) -> None:
         env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}  # nothing of the parent's
         self.proc = subprocess.Popen(
-            [sys.executable, "-I", os.path.abspath(__file__), "--worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            env=env, cwd=self.root_dir, start_new_session=True, close_fds=True, text=True, bufsize=1,
+            [sys.executable, "-I", os.path.abspath(__file__), "--worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            cwd=self.root_dir,
+            start_new_session=True,
+            close_fds=True,
+            text=True,
+            bufsize=1,
         )
-        self.proc.stdin.write(json.dumps({"slot": self.slot, "limits": asdict(self.limits), "root_dir": self.root_dir}) + "\n")
+        self.proc.stdin.write(
+            json.dumps({"slot": self.slot, "limits": asdict(self.limits), "root_dir": self.root_dir}) + "\n"
+        )
         line = self._read_line(60.0)
         if line is None:
             self.stop()
@@ -556,7 +625,9 @@ class SandboxPool:
     def run(self, jobs: list[dict], progress=None) -> list[Result]:
         todo: queue.Queue = queue.Queue()
         for i, job in enumerate(jobs):
-            todo.put((i, {"setup": str(job.get("setup", "")), "program": str(job["program"]), "tests": str(job["tests"])}))
+            todo.put(
+                (i, {"setup": str(job.get("setup", "")), "program": str(job["program"]), "tests": str(job["tests"])})
+            )
         results: list[Result | None] = [None] * len(jobs)
 
         def serve(handle: _WorkerHandle) -> None:
@@ -581,7 +652,7 @@ class SandboxPool:
             handle.stop()
         shutil.rmtree(self.root_dir, ignore_errors=True)
 
-    def __enter__(self) -> "SandboxPool":
+    def __enter__(self) -> SandboxPool:
         return self
 
     def __exit__(self, *exc) -> None:

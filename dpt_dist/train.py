@@ -1,16 +1,24 @@
-"""The training loop. It does not know which prompt method or which task it runs.
+"""The training recipe. It does not know which prompt method or which task it runs.
 
-    config -> task splits -> backbone (sharded) + prompt -> DeepSpeed engine
-    -> for each global batch: this rank's micro-batches, forward, backward, step
-    -> every eval_every steps: validation by generation; the best prompt (by the task's first
-       metric) is kept in memory and written as the artifact; early stopping on patience
-    -> the best prompt is scored on the test split -> metrics JSON, TensorBoard
+    setup()            config -> task splits -> backbone (sharded) + prompt -> DeepSpeed engine
+    resume()           optionally continue from a checkpoint (RunState.from_checkpoint)
+    train()            the loop: train_step(), maybe_evaluate(), save_checkpoint() when due
+      train_step()     this rank's micro-batches of the next global batch: forward, backward, step
+      maybe_evaluate() every eval_every steps and after the last: validation by generation; the
+                       best prompt (by the task's first metric) is kept in memory and written as
+                       the artifact; early stopping on patience
+    finish()           the best prompt is scored on the test split -> metrics JSON, TensorBoard
+
+Everything a run accumulates lives in one RunState, which alone defines the checkpoint layout.
 The loss of a step is the token-level cross-entropy of the whole global batch: each
-micro-batch's summed loss is divided by the global count of target tokens, so 1 rank and N
-ranks (and any accumulation split) optimise and report exactly the same quantity.
+micro-batch's summed loss is divided by the global count of target tokens
+(engine.loss_scale_for_global_token_mean), so 1 rank and N ranks (and any accumulation split)
+optimise and report exactly the same quantity.
 """
+
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -18,8 +26,9 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, engine
-from .backbone import is_encoder_decoder, is_tiny_preset, load_tokenizer, materialize_tiny
+from . import checkpoint, dist, engine
+from .assembly import build_model, prepare_backbone
+from .backbone import is_encoder_decoder, load_tokenizer
 from .config import RunConfig
 from .data import collate_train, global_batches, micro_batches_for_rank, tokenize
 from .evaluation import evaluate
@@ -29,28 +38,13 @@ from .sandbox import OPT_IN_ERROR
 from .tasks import get_task, load_splits
 
 
-def _limit(ds, n):
-    return ds.select(range(min(n, len(ds)))) if n else ds
-
-
-def prepare_backbone(cfg: RunConfig, splits, out_dir: Path) -> str:
-    """Hub id / local path as given; a tiny preset is materialised once into the run dir."""
-    if not is_tiny_preset(cfg.model.name):
-        return cfg.model.name
-    target = out_dir / "backbone"
-    with engine.main_process_first():
-        if engine.rank() == 0:
-            texts = list(splits["train"]["source"]) + list(splits["train"]["target"])
-            materialize_tiny(cfg.model.name, texts, target, cfg.model.overrides, seed=cfg.train.seed)
-    return str(target.resolve())
-
-
+# ---- model selection --------------------------------------------------------------------------
 @dataclass
-class BestTracker:
-    """Model selection on rank 0: the best validation value of `metric` (higher is better) and
-    how many evaluations in a row have not improved on it."""
+class Selection:
+    """Model selection: the best validation value of `metric` (higher is better) and how many
+    evaluations in a row have not improved on it. Updated on rank 0, where the metrics are."""
 
-    metric: str
+    metric: str = ""
     patience: int = 0
     best_step: int | None = None
     best: dict = field(default_factory=dict)
@@ -67,32 +61,78 @@ class BestTracker:
         return improved, bool(self.patience) and self.stale >= self.patience
 
 
-def _on_rank0_then_everywhere(fn):
-    """Run fn on rank 0 only (files may exist only there) and hand its result, or its error,
-    to every rank, so that all ranks go on or stop together."""
-    result, error = None, None
-    if engine.rank() == 0:
-        try:
-            result = fn()
-        except (ValueError, FileNotFoundError) as err:
-            error = err
-    result, error = engine.broadcast_object((result, error))
-    if error is not None:
-        raise error
-    return result
+# ---- run state and the checkpoint layout ------------------------------------------------------
+def _json(key: str, **kw):
+    """A RunState field stored as `key` in trainer_state.json."""
+    return field(metadata={"json": key}, **kw)
 
 
-def _check_resumable(saved: dict, cfg: RunConfig, path) -> None:
-    """A checkpoint continues the run that wrote it: same method, task, data order and seed."""
-    before, after = saved["config"], cfg.to_dict()
-    for section, key in (("prompt", None), ("task", "name"), ("train", "batch_size"), ("train", "seed"), ("train", "group_by_length"),
-                         ("model", "name")):
-        was = before[section] if key is None else before[section][key]
-        now = after[section] if key is None else after[section][key]
-        if was != now:
-            name = section if key is None else f"{section}.{key}"
-            raise ValueError(f"--resume {path}: the checkpoint was written with {name}={was!r}, this run has {now!r}; "
-                             "a checkpoint only continues the run that wrote it")
+def _tensors(prefix: str, **kw):
+    """A RunState field (a name -> tensor dict) stored in state.safetensors under `prefix`."""
+    return field(metadata={"tensors": prefix}, **kw)
+
+
+@dataclass
+class RunState:
+    """Everything a run accumulates. Its fields alone define a checkpoint's contents: each says
+    where it is stored, so a new piece of state is one new line here."""
+
+    step: int = _json("step", default=0)
+    steps: int = _json("steps", default=0)  # the run's step budget
+    world_size: int = _json("world_size", default=1)  # of the run that wrote the checkpoint
+    config: dict = _json("config", default_factory=dict)  # the writer's RunConfig (resume checks it)
+    losses: list = _json("losses", default_factory=list)
+    evaluations: list = _json("evals", default_factory=list)
+    spectra: list = _json("spectra", default_factory=list)  # [step, singular values of the effective prompt]
+    selection: Selection = _json("tracker", default_factory=Selection)
+    optimizer: dict = _json("optimizer", default_factory=dict)  # Adam step, LR schedule, DeepSpeed counters
+    trained: dict = _tensors("train/", default_factory=dict)  # fp32 trainable tensors and Adam moments
+    best_prompt: dict | None = _tensors("best/", default=None)  # the best validation step's trainable tensors
+    rng: dict = _tensors("rng/", default_factory=dict)  # "rank{r}/cpu", "rank{r}/cuda{i}": every rank's torch RNG
+
+    def to_checkpoint(self) -> tuple[dict[str, torch.Tensor], dict]:
+        tensors, saved = {}, {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if "tensors" in f.metadata:
+                tensors.update({f.metadata["tensors"] + k: v for k, v in (value or {}).items()})
+            else:
+                saved[f.metadata["json"]] = dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        return tensors, saved
+
+    @classmethod
+    def from_checkpoint(cls, tensors: dict[str, torch.Tensor], saved: dict) -> RunState:
+        if "optimizer" not in saved:  # checkpoints written before RunState kept these at the top level
+            saved = {
+                **saved,
+                "optimizer": {k: saved[k] for k in ("optimizer_step", "scheduler", "global_steps", "global_samples")},
+            }
+        values = {}
+        for f in dataclasses.fields(cls):
+            if "tensors" in f.metadata:
+                prefix = f.metadata["tensors"]
+                found = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+                values[f.name] = found if found or f.default is not None else None
+            elif f.metadata["json"] in saved:
+                value = saved[f.metadata["json"]]
+                values[f.name] = Selection(**value) if f.type in ("Selection", Selection) else value
+        return cls(**values)
+
+
+@dataclass
+class RunResult:
+    """What a run returns, whether it finished, paused (train.max_steps_per_run) or was a dry run."""
+
+    status: str  # finished | paused | dry_run
+    steps: int  # the run's step budget
+    steps_run: int  # steps done, this run and the ones it resumed
+    trainable_params: int
+    all_params: int
+    train_loss: list[float]
+    split_sizes: dict[str, int]
+    checkpoint: str | None = None  # paused: what --resume continues from
+    metrics: dict | None = None  # finished: the content of metrics.json
+    metrics_path: str | None = None  # finished, rank 0: where metrics.json was written
 
 
 def resolve_steps(train_cfg, num_train: int) -> int:
@@ -101,250 +141,477 @@ def resolve_steps(train_cfg, num_train: int) -> int:
     return max(1, math.ceil(train_cfg.epochs * (num_train // train_cfg.batch_size)))
 
 
-def run(cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_execution: bool = False, resume: str | None = None) -> dict:
-    """Train, select, test, save. `on_step(step, train_engine, loss)` runs on every rank after each step.
-    Tasks scored by running generated code (MBPP) need `allow_code_execution` (--allow-code-execution).
-    `resume`: "latest" (the newest complete checkpoint of OUTPUT_DIR, if any) or a checkpoint path."""
-    started = time.time()
-    task = get_task(cfg.task.name)
-    if task.executes_code and not allow_code_execution and not dry_run:
-        raise PermissionError(f"task {task.name} is scored by executing the generated code: {OPT_IN_ERROR}")
-    if cfg.task.num_samples > 1 and task.score is None:
-        raise ValueError(f"task.num_samples={cfg.task.num_samples}: only tasks scored by pass@k (mbpp) take several samples")
-    sampling = cfg.task.sampling(task.sampling)
-    if cfg.task.num_samples > 1 and not sampling["do_sample"]:
-        raise ValueError(f"task.num_samples={cfg.task.num_samples} needs sampling (task.do_sample: true): greedy samples are identical")
-    rank, world = engine.setup_distributed()
-    setup_logging(rank)
-    torch.manual_seed(cfg.train.seed)
-    out_dir = Path(cfg.train.output_dir)
-    max_source = cfg.task.max_source_length or task.max_source_length
-    if task.budget_includes_prompt and not cfg.task.max_source_length:
-        max_source -= PROMPT_METHODS[cfg.prompt.method].prompt_length(cfg.prompt)
-        if max_source < 16:
-            raise ValueError(f"task {task.name}: the {task.max_source_length}-token budget leaves {max_source} tokens "
-                             f"for the text after a {cfg.prompt.length}-token prompt")
-    max_target = cfg.task.max_target_length or task.max_target_length
-    max_new_tokens = cfg.task.max_new_tokens or task.max_new_tokens
+def _limit(ds, n):
+    return ds.select(range(min(n, len(ds)))) if n else ds
 
-    with engine.main_process_first():  # rank 0 fills the datasets cache, the others reuse it
-        splits = load_splits(task, cfg.task)
-    splits["train"] = _limit(splits["train"], cfg.task.max_train_examples)
-    for split in ("validation", "test"):
-        splits[split] = _limit(splits[split], cfg.task.max_eval_examples)
-    backbone_path = prepare_backbone(cfg, splits, out_dir)
-    tokenizer = load_tokenizer(backbone_path)
-    encoder_decoder = is_encoder_decoder(backbone_path)
-    with engine.main_process_first():
-        data = {k: tokenize(v, tokenizer, encoder_decoder, max_source, max_target, fit_source=task.fit_source if k == "train" else None,
-                            keep_source_end=task.truncate_source_left)
-                for k, v in splits.items()}
-    steps = resolve_steps(cfg.train, len(data["train"]))
 
-    ds_config = engine.build_ds_config(
-        cfg.deepspeed.config, cfg.deepspeed.overrides, batch_size=cfg.train.batch_size,
-        micro_batch_size=cfg.train.micro_batch_size, dtype=cfg.model.dtype, grad_clip=cfg.train.grad_clip, world=world,
-    )
-    built = engine.build_model(backbone_path, cfg.prompt, ds_config, dtype=cfg.model.dtype, dropout=cfg.model.dropout, tokenizer=tokenizer, seed=cfg.train.seed,
-                              gradient_checkpointing=cfg.model.gradient_checkpointing)
-    model = built.model
-    trainable, total = model.trainable_parameter_summary()
-    log.info(f"trainable params: {trainable:,} || all params: {total:,} || trainable%: {100 * trainable / max(total, 1):.4f}")
-    log.info(
-        f"method={cfg.prompt.method} task={task.name} backbone={backbone_path} world_size={world} "
-        f"zero_stage={engine.zero_stage(ds_config)} dtype={cfg.model.dtype} steps={steps} "
-        f"train/val/test={len(data['train'])}/{len(data['validation'])}/{len(data['test'])}"
-    )
-    if dry_run:
-        log.info("dry run: everything built, exiting before training")
-        return {"trainable_params": trainable, "all_params": total, "dry_run": True, "steps": steps,
-                "split_sizes": {k: len(v) for k, v in data.items()}}
+def check_resumable(saved_config: dict, cfg: RunConfig, path) -> None:
+    """A checkpoint continues the run that wrote it: same method, task, data order and seed."""
+    now = cfg.to_dict()
+    was_prompt = {k: saved_config["prompt"].get(k) for k in now["prompt"]}  # older checkpoints: every method's fields
+    pairs = [("prompt", was_prompt, now["prompt"])]
+    for section, key in (
+        ("task", "name"),
+        ("train", "batch_size"),
+        ("train", "seed"),
+        ("train", "group_by_length"),
+        ("model", "name"),
+    ):
+        pairs.append((f"{section}.{key}", saved_config[section][key], now[section][key]))
+    for name, was, current in pairs:
+        if was != current:
+            raise ValueError(
+                f"--resume {path}: the checkpoint was written with {name}={was!r}, this run has {current!r}; "
+                "a checkpoint only continues the run that wrote it"
+            )
 
-    train_engine = engine.TrainEngine(
-        built, prompt_lr=cfg.train.prompt_lr, network_lr=cfg.train.network_lr, weight_decay=cfg.train.weight_decay,
-        adam_eps=cfg.train.adam_eps, warmup_steps=cfg.train.warmup_steps, total_steps=steps,
-    )
-    gas = train_engine.gradient_accumulation_steps
-    train_set, pad_id = data["train"], tokenizer.pad_token_id
-    artifact_dir = str(out_dir / "prompt")
-    ckpt_root = out_dir / "checkpoints"
-    tracker = BestTracker(task.metric_names[0], cfg.train.early_stopping_patience)
-    best_state: dict | None = None
-    losses: list[float] = []
-    evals: list[dict] = []
-    spectra: list[list] = []  # [step, singular values] of the effective prompt
 
-    lengths = [len(ids) for ids in train_set["input_ids"]] if cfg.train.group_by_length else None
+def prompt_spectrum(model) -> torch.Tensor | None:
+    """Singular values (descending, fp32) of the effective soft prompt, the l x d matrix the
+    method prepends; None for methods without one. A collective under ZeRO-3."""
+    if model.prompt.num_virtual_tokens == 0:
+        return None
+    with engine.gathered(list(model.prompt.parameters())), torch.no_grad():
+        was_training = model.prompt.training
+        model.prompt.eval()
+        matrix = model.prompt.effective_prompt().detach().float().cpu()
+        model.prompt.train(was_training)
+    return torch.linalg.svdvals(matrix)
 
-    def batch_stream():
-        return global_batches(len(train_set), cfg.train.batch_size, cfg.train.seed, lengths=lengths)
 
-    def my_micro_batches(global_batch: list[int]) -> list[dict]:
-        mbs = micro_batches_for_rank(global_batch, cfg.train.micro_batch_size, rank, world)
+# ---- the recipe -------------------------------------------------------------------------------
+class TrainingRecipe:
+    """One training run: setup -> resume -> train -> finish. `on_step(step, train_engine, loss)`
+    runs on every rank after each step. Tasks scored by running generated code (MBPP) need
+    `allow_code_execution` (--allow-code-execution)."""
+
+    def __init__(self, cfg: RunConfig, *, allow_code_execution: bool = False, on_step=None):
+        self.cfg, self.allow_code_execution, self.on_step = cfg, allow_code_execution, on_step
+        self.out_dir = Path(cfg.train.output_dir)
+        self.ckpt_root = self.out_dir / "checkpoints"
+        self.started = time.time()
+        self.stopped_early = False
+
+    # -- set-up ---------------------------------------------------------------------------------
+    def setup(self, dry_run: bool = False) -> None:
+        self._setup_task(dry_run)
+        self.rank, self.world = engine.setup_distributed()
+        setup_logging(self.rank)
+        torch.manual_seed(self.cfg.train.seed)
+        self._setup_data()
+        self._setup_model()
+        self.state = RunState(
+            steps=self.steps,
+            world_size=self.world,
+            config=self.cfg.to_dict(),
+            selection=Selection(self.task.metric_names[0], self.cfg.train.early_stopping_patience),
+        )
+        if dry_run:
+            return
+        t = self.cfg.train
+        self.train_engine = engine.TrainEngine(
+            self.built,
+            prompt_lr=t.prompt_lr,
+            network_lr=t.network_lr,
+            weight_decay=t.weight_decay,
+            adam_eps=t.adam_eps,
+            warmup_steps=t.warmup_steps,
+            total_steps=self.steps,
+        )
+
+    def _setup_task(self, dry_run: bool) -> None:
+        """The task, its opt-ins, and its token budgets (before anything is loaded)."""
+        cfg, task = self.cfg, get_task(self.cfg.task.name)
+        if task.executes_code and not self.allow_code_execution and not dry_run:
+            raise PermissionError(f"task {task.name} is scored by executing the generated code: {OPT_IN_ERROR}")
+        if cfg.task.num_samples > 1 and task.score is None:
+            raise ValueError(
+                f"task.num_samples={cfg.task.num_samples}: only tasks scored by pass@k (mbpp) take several samples"
+            )
+        self.sampling = cfg.task.sampling(task.sampling)
+        if cfg.task.num_samples > 1 and not self.sampling["do_sample"]:
+            raise ValueError(
+                f"task.num_samples={cfg.task.num_samples} needs sampling (task.do_sample: true): "
+                "greedy samples are identical"
+            )
+        self.max_source = cfg.task.max_source_length or task.max_source_length
+        if task.budget_includes_prompt and not cfg.task.max_source_length:
+            prompt_tokens = PROMPT_METHODS[cfg.prompt.method].prompt_length(cfg.prompt)
+            self.max_source -= prompt_tokens
+            if self.max_source < 16:
+                raise ValueError(
+                    f"task {task.name}: the {task.max_source_length}-token budget leaves {self.max_source} "
+                    f"tokens for the text after a {prompt_tokens}-token prompt"
+                )
+        self.max_target = cfg.task.max_target_length or task.max_target_length
+        self.max_new_tokens = cfg.task.max_new_tokens or task.max_new_tokens
+        self.task = task
+
+    def _setup_data(self) -> None:
+        """Splits (rank 0 fills the datasets cache, the others reuse it), backbone path, tokens."""
+        cfg, task = self.cfg, self.task
+        with dist.main_process_first():
+            splits = load_splits(task, cfg.task)
+        splits["train"] = _limit(splits["train"], cfg.task.max_train_examples)
+        for split in ("validation", "test"):
+            splits[split] = _limit(splits[split], cfg.task.max_eval_examples)
+        train_texts = list(splits["train"]["source"]) + list(splits["train"]["target"])
+        self.backbone_path = prepare_backbone(cfg.model, train_texts, self.out_dir, cfg.train.seed)
+        self.tokenizer = load_tokenizer(self.backbone_path)
+        encoder_decoder = is_encoder_decoder(self.backbone_path)
+        with dist.main_process_first():
+            self.data = {
+                k: tokenize(
+                    v,
+                    self.tokenizer,
+                    encoder_decoder,
+                    self.max_source,
+                    self.max_target,
+                    fit_source=task.fit_source if k == "train" else None,
+                    keep_source_end=task.truncate_source_left,
+                )
+                for k, v in splits.items()
+            }
+        self.steps = resolve_steps(cfg.train, len(self.data["train"]))
+        self.lengths = [len(ids) for ids in self.data["train"]["input_ids"]] if cfg.train.group_by_length else None
+
+    def _setup_model(self) -> None:
+        cfg = self.cfg
+        self.deepspeed_config = engine.build_ds_config(
+            cfg.deepspeed.config,
+            cfg.deepspeed.overrides,
+            batch_size=cfg.train.batch_size,
+            micro_batch_size=cfg.train.micro_batch_size,
+            dtype=cfg.model.dtype,
+            grad_clip=cfg.train.grad_clip,
+            world=self.world,
+        )
+        self.built = build_model(
+            self.backbone_path,
+            cfg.prompt,
+            self.deepspeed_config,
+            dtype=cfg.model.dtype,
+            dropout=cfg.model.dropout,
+            tokenizer=self.tokenizer,
+            seed=cfg.train.seed,
+            gradient_checkpointing=cfg.model.gradient_checkpointing,
+        )
+        self.model = self.built.model
+        self.trainable, self.total = engine.parameter_counts(self.model)
+        log.info(
+            f"trainable params: {self.trainable:,} || all params: {self.total:,} || "
+            f"trainable%: {100 * self.trainable / max(self.total, 1):.4f}"
+        )
+        sizes = "/".join(str(len(self.data[k])) for k in ("train", "validation", "test"))
+        log.info(
+            f"method={cfg.prompt.method} task={self.task.name} backbone={self.backbone_path} world_size={self.world} "
+            f"zero_stage={engine.zero_stage(self.deepspeed_config)} dtype={cfg.model.dtype} steps={self.steps} "
+            f"train/val/test={sizes}"
+        )
+
+    # -- data -------------------------------------------------------------------------------------
+    def _global_batches(self, skip: int = 0):
+        """The global batch sequence, fixed by the seed; `skip` batches already trained on."""
+        stream = global_batches(
+            len(self.data["train"]), self.cfg.train.batch_size, self.cfg.train.seed, lengths=self.lengths
+        )
+        for _ in range(skip):
+            next(stream)
+        return stream
+
+    def _micro_batches(self, global_batch: list[int]) -> list[dict]:
+        train_set, pad_id = self.data["train"], self.tokenizer.pad_token_id
+        mbs = micro_batches_for_rank(global_batch, self.cfg.train.micro_batch_size, self.rank, self.world)
         return [collate_train([train_set[i] for i in mb], pad_id) for mb in mbs]
 
-    step = 0
-    resume_path = _on_rank0_then_everywhere(lambda: checkpoint.resolve(resume, ckpt_root)) if resume else None
-    if resume_path is not None:
-        tensors, saved = _on_rank0_then_everywhere(lambda: checkpoint.read(resume_path))
-        _check_resumable(saved, cfg, resume_path)
-        warmup = my_micro_batches(next(batch_stream()))
-        train_engine.load_state_dict({**saved, "tensors": {k[len("train/"):]: v for k, v in tensors.items() if k.startswith("train/")}}, warmup)
-        step, losses, evals, spectra = saved["step"], saved["losses"], saved["evals"], saved["spectra"]
-        if saved["has_best"]:
-            best_state = {k[len("best/"):]: v for k, v in tensors.items() if k.startswith("best/")}
-        for key, value in saved["tracker"].items():
-            setattr(tracker, key, value)
-        if saved["world_size"] == world:  # the same ranks continue their own random streams (dropout)
-            torch.set_rng_state(tensors[f"rng/rank{rank}/cpu"])
-            if torch.cuda.is_available() and f"rng/rank{rank}/cuda0" in tensors:
-                torch.cuda.set_rng_state_all([tensors[f"rng/rank{rank}/cuda{i}"] for i in range(torch.cuda.device_count())])
+    # -- resume -----------------------------------------------------------------------------------
+    def resume(self, spec: str | None) -> None:
+        """Continue from a checkpoint: "latest" (the newest complete one of OUTPUT_DIR, if any)
+        or a checkpoint path. Every rank calls it."""
+        if not spec:
+            return
+        path = dist.on_rank0_then_everywhere(lambda: checkpoint.resolve(spec, self.ckpt_root))
+        if path is None:
+            log.info(f"--resume: no complete checkpoint in {self.ckpt_root} yet, starting from step 0")
+            return
+        tensors, saved = dist.on_rank0_then_everywhere(lambda: checkpoint.read(path))
+        check_resumable(saved["config"], self.cfg, path)
+        state = RunState.from_checkpoint(tensors, saved)
+        warmup = self._micro_batches(next(self._global_batches()))
+        self.train_engine.load_state_dict({**state.optimizer, "tensors": state.trained}, warmup)
+        if state.world_size == self.world:  # the same ranks continue their own random streams (dropout)
+            torch.set_rng_state(state.rng[f"rank{self.rank}/cpu"])
+            if torch.cuda.is_available() and f"rank{self.rank}/cuda0" in state.rng:
+                torch.cuda.set_rng_state_all(
+                    [state.rng[f"rank{self.rank}/cuda{i}"] for i in range(torch.cuda.device_count())]
+                )
         else:
-            log.info(f"elastic resume: world size {saved['world_size']} -> {world}; the data order, prompt, optimizer and "
-                     "schedule continue exactly, the random streams (dropout) of the new ranks start fresh")
-        log.info(f"resumed from {resume_path} at step {step}/{steps}")
-    elif resume:
-        log.info(f"--resume: no complete checkpoint in {ckpt_root} yet, starting from step 0")
-    batches = batch_stream()
-    for _ in range(step):  # the data position: the global batch sequence is fixed by the seed
-        next(batches)
-    monitor = Monitor(str(out_dir / "tensorboard"), steps, enabled=rank == 0, initial=step)
-
-    def save_checkpoint(at_step: int) -> None:
-        """Every rank gathers (collective); rank 0 writes the directory atomically."""
-        state = train_engine.state_dict()
-        rngs = engine.all_gather_objects({"cpu": torch.get_rng_state(),
-                                          "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []})
-        if rank == 0:
-            tensors = {f"train/{k}": v for k, v in state["tensors"].items()}
-            tensors.update({f"best/{k}": v for k, v in (best_state or {}).items()})
-            for r, rng in enumerate(rngs):
-                tensors[f"rng/rank{r}/cpu"] = rng["cpu"]
-                tensors.update({f"rng/rank{r}/cuda{i}": t for i, t in enumerate(rng["cuda"])})
-            saved = {
-                "step": at_step, "steps": steps, "world_size": world, "data_position": {"global_batches_consumed": at_step},
-                "optimizer_step": state["optimizer_step"], "scheduler": state["scheduler"],
-                "global_steps": state["global_steps"], "global_samples": state["global_samples"],
-                "losses": losses, "evals": evals, "spectra": spectra, "has_best": best_state is not None,
-                "tracker": {k: getattr(tracker, k) for k in ("best_step", "best", "stale")}, "config": cfg.to_dict(),
-            }
-            path = checkpoint.write(ckpt_root, at_step, tensors, saved)
-            checkpoint.prune(ckpt_root, cfg.train.keep_checkpoints, {tracker.best_step} if tracker.best_step else set())
-            log.info(f"checkpoint: {path}")
-        engine.barrier()
-
-    def log_spectrum(at_step: int) -> None:
-        values = engine.prompt_spectrum(model)  # collective
-        if values is not None and rank == 0:
-            spectra.append([at_step, [round(v, 6) for v in values.tolist()]])
-            monitor.spectrum(at_step, values)
-
-    def run_eval(step: int, split: str) -> dict:
-        metrics = evaluate(
-            train_engine.module, task, data[split], tokenizer, batch_size=cfg.train.eval_batch_size,
-            max_new_tokens=max_new_tokens, predictions_path=str(out_dir / "predictions" / f"{split}_step{step}.jsonl"),
-            num_samples=cfg.task.num_samples, sampling=sampling, seed=cfg.train.seed + step, allow_code_execution=allow_code_execution,
+            log.info(
+                f"elastic resume: world size {state.world_size} -> {self.world}; the data order, prompt, optimizer and "
+                "schedule continue exactly, the random streams (dropout) of the new ranks start fresh"
+            )
+        state.selection.metric, state.selection.patience = self.state.selection.metric, self.state.selection.patience
+        self.state = dataclasses.replace(
+            state, steps=self.steps, world_size=self.world, config=self.cfg.to_dict(), rng={}
         )
-        if rank == 0:
-            monitor.scalars(step, {f"eval/{split}/{k}": v for k, v in metrics.items()})
+        log.info(f"resumed from {path} at step {state.step}/{self.steps}")
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def train(self) -> RunResult:
+        """Train to the step budget, or until early stopping or this run's step allowance."""
+        state, train_cfg = self.state, self.cfg.train
+        first_step = state.step
+        self.batches = self._global_batches(skip=first_step)
+        self.monitor = Monitor(
+            str(self.out_dir / "tensorboard"), self.steps, enabled=self.rank == 0, initial=first_step
+        )
+        self.train_engine.train()
+        started = time.time()
+        if first_step == 0 and train_cfg.spectrum_every:
+            self.log_spectrum()
+        paused = False
+        while state.step < self.steps:
+            self.train_step()
+            if self.maybe_evaluate():  # early stopping
+                break
+            paused = (
+                bool(train_cfg.max_steps_per_run)
+                and state.step - first_step >= train_cfg.max_steps_per_run
+                and state.step < self.steps
+            )
+            every = train_cfg.checkpoint_every
+            if paused or (every and (state.step % every == 0 or state.step == self.steps)):
+                self.save_checkpoint()
+            if paused:
+                log.info(
+                    f"stopping after {train_cfg.max_steps_per_run} steps of this run at step {state.step}/{self.steps} "
+                    "(train.max_steps_per_run); continue with --resume"
+                )
+                break
+        self.train_seconds = time.time() - started
+        return self.pause() if paused else self.finish()
+
+    def train_step(self) -> float:
+        """One optimizer step on the next global batch; logs it and returns its loss."""
+        state, train_cfg = self.state, self.cfg.train
+        state.step += 1
+        started = time.time()
+        micro_batches = self._micro_batches(next(self.batches))
+        global_tokens = dist.all_reduce_sum(sum(self.model.count_target_tokens(b["labels"]) for b in micro_batches))
+        local_loss = self.train_engine.train_step(micro_batches, global_tokens)
+        loss = dist.all_reduce_sum(local_loss) / max(global_tokens, 1.0)
+        state.losses.append(loss)
+        if self.on_step is not None:
+            self.on_step(state.step, self.train_engine, loss)
+        lrs, seconds = self.train_engine.learning_rates(), time.time() - started
+        self.monitor.scalars(
+            state.step,
+            {
+                "train/loss": loss,
+                "train/grad_norm": self.train_engine.grad_norm(),
+                "train/step_time_s": seconds,
+                "train/tokens_per_s": global_tokens / seconds,
+                "train/samples_per_s": train_cfg.batch_size / seconds,
+                "train/peak_memory_mb": peak_memory_mb(),
+                **{f"train/lr_{g}": lr for g, lr in lrs.items()},
+            },
+        )
+        self.monitor.advance({"loss": f"{loss:.4f}"})
+        if state.step % train_cfg.log_every == 0 or state.step == 1 or state.step == self.steps:
+            log.info(
+                f"step {state.step}/{self.steps} loss {loss:.4f} "
+                + " ".join(f"lr_{g}={lr:.3g}" for g, lr in lrs.items())
+            )
+        every = train_cfg.spectrum_every
+        if every and (state.step % every == 0 or state.step == self.steps):
+            self.log_spectrum()
+        return loss
+
+    def log_spectrum(self) -> None:
+        values = prompt_spectrum(self.model)  # collective
+        if values is not None and self.rank == 0:
+            self.state.spectra.append([self.state.step, [round(v, 6) for v in values.tolist()]])
+            self.monitor.spectrum(self.state.step, values)
+
+    # -- evaluation and model selection -----------------------------------------------------------
+    def evaluate(self, split: str, step: int) -> dict:
+        """Generate on every rank, score on rank 0 (other ranks get {})."""
+        cfg = self.cfg
+        metrics = evaluate(
+            self.train_engine.module,
+            self.task,
+            self.data[split],
+            self.tokenizer,
+            batch_size=cfg.train.eval_batch_size,
+            max_new_tokens=self.max_new_tokens,
+            predictions_path=str(self.out_dir / "predictions" / f"{split}_step{step}.jsonl"),
+            num_samples=cfg.task.num_samples,
+            sampling=self.sampling,
+            seed=cfg.train.seed + step,
+            allow_code_execution=self.allow_code_execution,
+        )
+        if self.rank == 0:
+            self.monitor.scalars(step, {f"eval/{split}/{k}": v for k, v in metrics.items()})
             log.info(f"step {step} {split}: " + ", ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
         return metrics
 
-    train_engine.train()
-    train_started = time.time()
-    stopped_early = paused = False
-    first_step = step
-    if step == 0 and cfg.train.spectrum_every:
-        log_spectrum(0)
-    while step < steps:
-        step += 1
-        step_started = time.time()
-        batches_t = my_micro_batches(next(batches))
-        global_tokens = engine.all_reduce_sum(sum(model.count_target_tokens(b["labels"]) for b in batches_t))
-        local_loss = 0.0
-        for batch in batches_t:
-            out = train_engine.forward(batch)
-            # DeepSpeed averages gradients over ranks and divides by the accumulation steps:
-            # undo both so the gradient is that of (sum of token losses) / (global tokens).
-            train_engine.backward(out.loss_sum * (world * gas / max(global_tokens, 1.0)))
-            train_engine.step()
-            local_loss += out.loss_sum.item()
-        loss = engine.all_reduce_sum(local_loss) / max(global_tokens, 1.0)
-        losses.append(loss)
-        if on_step is not None:
-            on_step(step, train_engine, loss)
-        lrs = train_engine.learning_rates()
-        seconds = time.time() - step_started
-        monitor.scalars(step, {"train/loss": loss, "train/grad_norm": train_engine.grad_norm(), "train/step_time_s": seconds,
-                               "train/tokens_per_s": global_tokens / seconds, "train/samples_per_s": cfg.train.batch_size / seconds,
-                               "train/peak_memory_mb": peak_memory_mb(), **{f"train/lr_{g}": lr for g, lr in lrs.items()}})
-        monitor.advance({"loss": f"{loss:.4f}"})
-        if step % cfg.train.log_every == 0 or step == 1 or step == steps:
-            log.info(f"step {step}/{steps} loss {loss:.4f} " + " ".join(f"lr_{g}={lr:.3g}" for g, lr in lrs.items()))
-        if cfg.train.spectrum_every and (step % cfg.train.spectrum_every == 0 or step == steps):
-            log_spectrum(step)
-        if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == steps:
-            metrics = run_eval(step, "validation")
-            evals.append({"step": step, "validation": metrics})
-            improved, stop = engine.broadcast_object(tracker.update(step, metrics) if rank == 0 else None)
-            if improved:  # keep it in memory for the test split, and on disk as the artifact
-                best_state = engine.trainable_state(model)
-                engine.save_artifact(model, artifact_dir, state=best_state, base_model=backbone_path, tokenizer=backbone_path,
-                                     task=task.name, trainable_params=trainable, steps=step)
-            if stop and step < steps:
-                stopped_early = True
-                log.info(f"early stopping at step {step}: {tracker.patience} evaluations without a better {tracker.metric}")
-                break
-        pause_now = bool(cfg.train.max_steps_per_run) and step - first_step >= cfg.train.max_steps_per_run and step < steps
-        if (cfg.train.checkpoint_every and (step % cfg.train.checkpoint_every == 0 or step == steps)) or pause_now:
-            save_checkpoint(step)
-        if pause_now:
-            paused = True
-            log.info(f"stopping after {cfg.train.max_steps_per_run} steps of this run at step {step}/{steps} "
-                     f"(train.max_steps_per_run); continue with --resume")
-            break
-    if paused:
-        monitor.close()
-        engine.barrier()
-        return {"paused_at_step": step, "steps": steps, "train_loss": losses, "checkpoint": str(ckpt_root / f"step_{step:08d}")}
-    train_seconds = time.time() - train_started
+    def maybe_evaluate(self) -> bool:
+        """Validation every eval_every steps and after the last. The best prompt so far is kept
+        in memory (for the test split) and on disk as the artifact. True: stop early."""
+        state, every = self.state, self.cfg.train.eval_every
+        if not ((every and state.step % every == 0) or state.step == self.steps):
+            return False
+        metrics = self.evaluate("validation", state.step)
+        state.evaluations.append({"step": state.step, "validation": metrics})
+        improved, stop = dist.broadcast_object(state.selection.update(state.step, metrics) if self.rank == 0 else None)
+        if improved:
+            state.best_prompt = engine.trainable_state(self.model)
+            self.save_artifact()
+        if stop and state.step < self.steps:
+            self.stopped_early = True
+            log.info(
+                f"early stopping at step {state.step}: {state.selection.patience} evaluations without a better "
+                f"{state.selection.metric}"
+            )
+            return True
+        return False
 
-    best_step = engine.broadcast_object(tracker.best_step)
-    best_validation = tracker.best
-    if data["test"]._fingerprint == data["validation"]._fingerprint:
-        # The protocol tests on the validation rows (MBPP 50-50, split_mode official): the
-        # evaluation of the best step already is the test evaluation.
-        log.info(f"the test split is the validation split: reporting the evaluation at step {best_step}")
-        test = dict(best_validation)
-    else:
-        if best_step != step:
-            engine.load_trainable_state(model, best_state)
-        test = run_eval(best_step, "test")
-    if rank == 0:
-        monitor.scalars(best_step, {f"eval/best_validation/{k}": v for k, v in best_validation.items()})
-        if spectra:
-            monitor.spectrum_plot(spectra, out_dir / "spectrum.png", out_dir / "spectrum.json")
-    monitor.close()
-    result = {
-        "task": task.name, "method": cfg.prompt.method, "backbone": backbone_path, "world_size": world,
-        "zero_stage": engine.zero_stage(ds_config), "dtype": cfg.model.dtype,
-        "trainable_params": trainable, "all_params": total,
-        "steps": steps, "steps_run": step, "stopped_early": stopped_early,
-        "train_loss": losses, "evaluations": evals,
-        "selection_metric": task.metric_names[0], "best_step": best_step, "generation": {"num_samples": cfg.task.num_samples, **sampling},
-        "validation": best_validation, "test": test,
-        "train_seconds": train_seconds, "wall_seconds": time.time() - started,
-        "artifact": str(Path(artifact_dir).resolve()), "tensorboard": str((out_dir / "tensorboard").resolve()),
-        "spectrum": spectra[-1] if spectra else None,
-        "config": cfg.to_dict(),
-    }
-    metrics_path = out_dir / "metrics.json"
-    if rank == 0:
-        write_json_atomic(metrics_path, result)
-        result["metrics"] = str(metrics_path.resolve())
-        log.info(f"best step {best_step} by validation {tracker.metric}; held-out test: " + ", ".join(f"{k}={v:.2f}" for k, v in test.items()))
-        log.info(f"metrics:     {result['metrics']}")
-        log.info(f"artifact:    {result['artifact']}")
-        log.info(f"tensorboard: {result['tensorboard']}")
-    engine.barrier()
-    return result
+    # -- saving -----------------------------------------------------------------------------------
+    @property
+    def artifact_dir(self) -> Path:
+        return self.out_dir / "prompt"
+
+    def save_artifact(self) -> None:
+        """The best prompt as the run's artifact: rank 0 writes it atomically, all wait for it."""
+        if self.rank == 0:
+            self.model.save_pretrained(
+                str(self.artifact_dir),
+                state_dict=self.state.best_prompt,
+                base_model=self.backbone_path,
+                tokenizer=self.backbone_path,
+                task=self.task.name,
+                trainable_params=self.trainable,
+                steps=self.state.step,
+            )
+        dist.barrier()
+
+    def save_checkpoint(self) -> Path:
+        """Every rank gathers (a collective); rank 0 writes the directory atomically."""
+        state = self.state
+        engine_state = self.train_engine.state_dict()
+        rngs = dist.all_gather_objects(
+            {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+        )
+        state.trained = engine_state.pop("tensors")
+        state.optimizer = engine_state
+        state.rng = {f"rank{r}/cpu": rng["cpu"] for r, rng in enumerate(rngs)}
+        state.rng.update({f"rank{r}/cuda{i}": t for r, rng in enumerate(rngs) for i, t in enumerate(rng["cuda"])})
+        path = self.ckpt_root / f"step_{state.step:08d}"
+        if self.rank == 0:
+            tensors, saved = state.to_checkpoint()
+            path = checkpoint.write(self.ckpt_root, state.step, tensors, saved)
+            best = state.selection.best_step
+            checkpoint.prune(self.ckpt_root, self.cfg.train.keep_checkpoints, {best} if best else set())
+            log.info(f"checkpoint: {path}")
+        state.trained, state.rng = {}, {}  # held only while writing
+        dist.barrier()
+        return path
+
+    # -- the end of a run -------------------------------------------------------------------------
+    def _result(self, status: str, **extra) -> RunResult:
+        return RunResult(
+            status=status,
+            steps=self.steps,
+            steps_run=self.state.step,
+            trainable_params=self.trainable,
+            all_params=self.total,
+            train_loss=self.state.losses,
+            split_sizes={k: len(v) for k, v in self.data.items()},
+            **extra,
+        )
+
+    def dry_run_result(self) -> RunResult:
+        log.info("dry run: everything built, exiting before training")
+        return self._result("dry_run")
+
+    def pause(self) -> RunResult:
+        self.monitor.close()
+        dist.barrier()
+        return self._result("paused", checkpoint=str(self.ckpt_root / f"step_{self.state.step:08d}"))
+
+    def _test_scores(self, best_step: int) -> dict:
+        if self.data["test"]._fingerprint == self.data["validation"]._fingerprint:
+            # The protocol tests on the validation rows (MBPP 50-50, split_mode official): the
+            # evaluation of the best step already is the test evaluation.
+            log.info(f"the test split is the validation split: reporting the evaluation at step {best_step}")
+            return dict(self.state.selection.best)
+        if best_step != self.state.step:
+            engine.load_trainable_state(self.model, self.state.best_prompt)
+        return self.evaluate("test", best_step)
+
+    def finish(self) -> RunResult:
+        """Score the best prompt on the test split and write metrics.json (rank 0)."""
+        state = self.state
+        best_step = dist.broadcast_object(state.selection.best_step)
+        test = self._test_scores(best_step)
+        if self.rank == 0:
+            self.monitor.scalars(best_step, {f"eval/best_validation/{k}": v for k, v in state.selection.best.items()})
+            if state.spectra:
+                self.monitor.spectrum_plot(state.spectra, self.out_dir / "spectrum.png", self.out_dir / "spectrum.json")
+        self.monitor.close()
+        report = self.report(best_step, test)
+        metrics_path = None
+        if self.rank == 0:
+            metrics_path = str((self.out_dir / "metrics.json").resolve())
+            write_json_atomic(metrics_path, report)
+            log.info(
+                f"best step {best_step} by validation {state.selection.metric}; held-out test: "
+                + ", ".join(f"{k}={v:.2f}" for k, v in test.items())
+            )
+            log.info(f"metrics:     {metrics_path}")
+            log.info(f"artifact:    {report['artifact']}")
+            log.info(f"tensorboard: {report['tensorboard']}")
+        dist.barrier()
+        return self._result("finished", metrics=report, metrics_path=metrics_path)
+
+    def report(self, best_step: int, test: dict) -> dict:
+        """The content of metrics.json."""
+        cfg, state = self.cfg, self.state
+        return {
+            "task": self.task.name,
+            "method": cfg.prompt.method,
+            "backbone": self.backbone_path,
+            "world_size": self.world,
+            "zero_stage": engine.zero_stage(self.deepspeed_config),
+            "dtype": cfg.model.dtype,
+            "trainable_params": self.trainable,
+            "all_params": self.total,
+            "steps": self.steps,
+            "steps_run": state.step,
+            "stopped_early": self.stopped_early,
+            "train_loss": state.losses,
+            "evaluations": state.evaluations,
+            "selection_metric": state.selection.metric,
+            "best_step": best_step,
+            "generation": {"num_samples": cfg.task.num_samples, **self.sampling},
+            "validation": state.selection.best,
+            "test": test,
+            "train_seconds": self.train_seconds,
+            "wall_seconds": time.time() - self.started,
+            "artifact": str(self.artifact_dir.resolve()),
+            "tensorboard": str((self.out_dir / "tensorboard").resolve()),
+            "spectrum": state.spectra[-1] if state.spectra else None,
+            "config": cfg.to_dict(),
+        }
+
+
+def run(
+    cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_execution: bool = False, resume: str | None = None
+) -> RunResult:
+    """Train, select, test, save (see TrainingRecipe). `resume`: "latest" or a checkpoint path."""
+    recipe = TrainingRecipe(cfg, allow_code_execution=allow_code_execution, on_step=on_step)
+    recipe.setup(dry_run=dry_run)
+    if dry_run:
+        return recipe.dry_run_result()
+    recipe.resume(resume)
+    return recipe.train()

@@ -6,7 +6,7 @@
 # The launcher runs on the first node; the rendezvous address is that node (MASTER_ADDR).
 # Environment for every rank goes through .deepspeed_env (DeepSpeed copies it to all nodes):
 # the NCCL_*, HF_* and DS_* variables set here, plus PYTHONPATH, are written to it.
-# For multi-node ZeRO-3 add --deepspeed.config ds_configs/zero3_pp.json (ZeRO++: hpZ keeps a
+# For multi-node ZeRO-3 add --deepspeed.config zero3_pp (ZeRO++: hpZ keeps a
 # copy of the frozen weights' partitions inside each node, quantized all-gathers across nodes).
 # DRY_RUN=1 prints .deepspeed_env and the command instead of running them.
 set -euo pipefail

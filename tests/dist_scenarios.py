@@ -3,6 +3,7 @@
 Each scenario trains through the real code path (dpt_dist.train.run, DeepSpeed, ZeRO) and
 rank 0 writes what it observed to --out as JSON; the pytest side asserts on it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -11,12 +12,13 @@ import json
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import torch
 
 warnings.filterwarnings("ignore", category=FutureWarning)
 
-from dpt_dist import engine  # noqa: E402
+from dpt_dist import dist, engine  # noqa: E402
 from dpt_dist.backbone import load_tokenizer  # noqa: E402
 from dpt_dist.config import build_config  # noqa: E402
 from dpt_dist.data import collate_generate  # noqa: E402
@@ -28,12 +30,32 @@ DATA = "data/superglue/CB"
 def run_config(backbone: str, method: str, out_dir: str, steps: int, **extra) -> dict:
     tree = {
         "model": {"name": backbone, "dropout": 0.0},
-        "prompt": {"method": method, "length": 8, "rank": 4, "dropout": 0.0, "init": "vocab", "max_positions": 64, "hidden": 16},
+        "prompt": {
+            "method": method,
+            "length": 8,
+            "rank": 4,
+            "dropout": 0.0,
+            "init": "vocab",
+            "max_positions": 64,
+            "hidden": 16,
+        },
         "task": {"name": "cb", "data_dir": DATA, "max_source_length": 64, "max_eval_examples": 6},
-        "train": {"output_dir": out_dir, "steps": steps, "batch_size": 8, "micro_batch_size": 4, "prompt_lr": 0.3,
-                  "network_lr": 1e-2, "warmup_steps": 0, "log_every": 100, "eval_batch_size": 4},
+        "train": {
+            "output_dir": out_dir,
+            "steps": steps,
+            "batch_size": 8,
+            "micro_batch_size": 4,
+            "prompt_lr": 0.3,
+            "network_lr": 1e-2,
+            "warmup_steps": 0,
+            "log_every": 100,
+            "eval_batch_size": 4,
+        },
         # persistence threshold 0: even the tiny test model is really partitioned
-        "deepspeed": {"config": "ds_configs/zero3.json", "overrides": {"zero_optimization": {"stage3_param_persistence_threshold": 0}}},
+        "deepspeed": {
+            "config": "ds_configs/zero3.json",
+            "overrides": {"zero_optimization": {"stage3_param_persistence_threshold": 0}},
+        },
     }
     for section, values in extra.items():
         tree.setdefault(section, {}).update(values)
@@ -63,12 +85,18 @@ def training(args) -> dict:
                 optimized = {id(p) for g in train_engine.engine.optimizer.param_groups for p in g["params"]}
                 frozen_ids = {id(p) for p in model.backbone.parameters()}
                 observed["frozen_in_optimizer"] = len(optimized & frozen_ids)
-                observed["digests"].append(engine.all_gather_objects(state_digest(model)))
-                observed["shard_fraction"] = engine.all_gather_objects(engine.frozen_shard_fraction(model))
+                observed["digests"].append(dist.all_gather_objects(state_digest(model)))
+                observed["shard_fraction"] = dist.all_gather_objects(engine.frozen_shard_fraction(model))
 
-            cfg = build_config(run_config(backbone, method, f"{args.workdir}/{method}-{backbone.split('/')[-1]}", args.steps))
+            cfg = build_config(
+                run_config(backbone, method, f"{args.workdir}/{method}-{backbone.split('/')[-1]}", args.steps)
+            )
             result = run(cfg, on_step=on_step)
-            results[f"{backbone}|{method}"] = {"loss": result["train_loss"], **observed, "trainable": result["trainable_params"]}
+            results[f"{backbone}|{method}"] = {
+                "loss": result.train_loss,
+                **observed,
+                "trainable": result.trainable_params,
+            }
     return results
 
 
@@ -80,16 +108,21 @@ def artifact(args) -> dict:
     run(cfg, on_step=lambda step, e, loss: captured.update(engine=e))
     model = captured["engine"].module
     tokenizer = load_tokenizer(args.backbones[0])
-    sources = ["premise: The cat sat on the mat. hypothesis: A cat sat.", "premise: It rained. hypothesis: The ground is dry."]
+    sources = [
+        "premise: The cat sat on the mat. hypothesis: A cat sat.",
+        "premise: It rained. hypothesis: The ground is dry.",
+    ]
     ids = [tokenizer(s)["input_ids"] for s in sources]
     batch = collate_generate([{"prompt_ids": i} for i in ids], tokenizer.pad_token_id, left=False)
     model.eval()
     with torch.no_grad():
         # pad/eos suppressed so the random model must produce 6 real tokens to compare
-        sharded_tokens = model.generate(**batch, max_new_tokens=6, do_sample=False, synced_gpus=True, suppress_tokens=[0, 1])
+        sharded_tokens = model.generate(
+            **batch, max_new_tokens=6, do_sample=False, synced_gpus=True, suppress_tokens=[0, 1]
+        )
         logits = model(**batch, labels=sharded_tokens.clone()).logits
         # a different output length on each rank: only synced_gpus keeps the collectives matched
-        rank = engine.rank()
+        rank = dist.rank()
         uneven = model.generate(**batch, max_new_tokens=2 + 5 * rank, do_sample=False, synced_gpus=True)
     return {
         "artifact": f"{args.workdir}/artifact/prompt",
@@ -98,10 +131,10 @@ def artifact(args) -> dict:
         "tokens": sharded_tokens.tolist(),
         "logits_sum": float(logits.double().sum()),
         "logits_first": logits[0, 0, :16].tolist(),
-        "uneven_lengths": engine.all_gather_objects(int(uneven.shape[1])),
-        "shard_fraction": engine.all_gather_objects(engine.frozen_shard_fraction(model)),
-        "trainable": sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in model.prompt.parameters()),
-        "frozen": sum(p.ds_numel if hasattr(p, "ds_numel") else p.numel() for p in model.backbone.parameters()),
+        "uneven_lengths": dist.all_gather_objects(int(uneven.shape[1])),
+        "shard_fraction": dist.all_gather_objects(engine.frozen_shard_fraction(model)),
+        "trainable": sum(engine.full_numel(p) for p in model.prompt.parameters()),
+        "frozen": sum(engine.full_numel(p) for p in model.backbone.parameters()),
     }
 
 
@@ -125,10 +158,15 @@ def evaluation(args) -> dict:
     model.generate = lambda **kw: calls.append(int(kw["input_ids"].shape[0])) or generate(**kw)
     path = f"{args.workdir}/eval/predictions.jsonl"
     metrics = evaluate(model, get_task("cb"), data, tokenizer, batch_size=5, max_new_tokens=3, predictions_path=path)
-    engine.barrier()
-    predictions = [json.loads(line) for line in open(path)] if engine.rank() == 0 else []
-    return {"n": len(data), "metrics": metrics, "predictions": predictions,
-            "calls_per_rank": engine.all_gather_objects(len(calls)), "rows_per_rank": engine.all_gather_objects(sum(calls))}
+    dist.barrier()
+    predictions = [json.loads(line) for line in Path(path).read_text().splitlines()] if dist.rank() == 0 else []
+    return {
+        "n": len(data),
+        "metrics": metrics,
+        "predictions": predictions,
+        "calls_per_rank": dist.all_gather_objects(len(calls)),
+        "rows_per_rank": dist.all_gather_objects(sum(calls)),
+    }
 
 
 def main():
@@ -142,11 +180,11 @@ def main():
     args = parser.parse_args()
     engine.setup_distributed(timeout_s=300)
     result = {"training": training, "artifact": artifact, "evaluation": evaluation}[args.scenario](args)
-    result_all = {"world_size": engine.world_size(), "result": result}
-    if engine.rank() == 0:
+    result_all = {"world_size": dist.world_size(), "result": result}
+    if dist.rank() == 0:
         with open(args.out, "w") as f:
             json.dump(result_all, f)
-    engine.shutdown()
+    dist.shutdown()
 
 
 if __name__ == "__main__":

@@ -4,11 +4,11 @@ Two launches of the training scenario (1 rank and 2 ranks, same global batch and
 the equivalence, replication and frozen-gradient tests; one 2-rank launch with a >= 10M
 parameter T5 backs the sharding, generation and artifact tests.
 """
+
 from __future__ import annotations
 
 import pytest
 import torch
-
 from conftest import run_scenario
 
 pytestmark = pytest.mark.distributed
@@ -34,7 +34,9 @@ def test_one_and_two_ranks_follow_the_same_loss_trajectory(training_runs, tiny_b
     assert len(loss1) == len(loss2) == 5
     assert loss1[-1] < loss1[0], "the prompt did not train at all"
     rel = ((loss1 - loss2).abs() / loss1.abs()).max().item()
-    assert rel < 1e-4, f"{backbone}/{method}: 1-rank {loss1.tolist()} vs 2-rank {loss2.tolist()} (max rel diff {rel:.2e})"
+    assert rel < 1e-4, (
+        f"{backbone}/{method}: 1-rank {loss1.tolist()} vs 2-rank {loss2.tolist()} (max rel diff {rel:.2e})"
+    )
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -93,13 +95,17 @@ def test_artifact_is_small_and_reproduces_the_trained_model_after_reload(artifac
     assert size < 1_000_000, f"artifact is {size} bytes"
     model = PromptedModel.from_pretrained(load_backbone(artifact_run["backbone"]), str(artifact)).eval()
     tokenizer = load_tokenizer(artifact_run["backbone"])
-    batch = collate_generate([{"prompt_ids": tokenizer(s)["input_ids"]} for s in artifact_run["sources"]], tokenizer.pad_token_id, left=False)
+    batch = collate_generate(
+        [{"prompt_ids": tokenizer(s)["input_ids"]} for s in artifact_run["sources"]], tokenizer.pad_token_id, left=False
+    )
     with torch.no_grad():
         tokens = model.generate(**batch, max_new_tokens=6, do_sample=False, suppress_tokens=[0, 1])
         logits = model(**batch, labels=tokens.clone()).logits
     assert tokens.shape[1] == 6 and tokens.tolist() == artifact_run["tokens"]
     assert torch.allclose(logits[0, 0, :16], torch.tensor(artifact_run["logits_first"]), atol=1e-5)
-    assert abs(float(logits.double().sum()) - artifact_run["logits_sum"]) <= 1e-6 * abs(artifact_run["logits_sum"]) + 1e-3
+    assert (
+        abs(float(logits.double().sum()) - artifact_run["logits_sum"]) <= 1e-6 * abs(artifact_run["logits_sum"]) + 1e-3
+    )
 
 
 def test_two_rank_zero3_evaluation_scores_every_example_once_and_equals_one_rank(tiny_backbones, tmp_path):
@@ -112,3 +118,5 @@ def test_two_rank_zero3_evaluation_scores_every_example_once_and_equals_one_rank
     assert sum(two["rows_per_rank"]) == 60  # 56 examples + 4 filler rows, dropped before scoring
     assert [p["prediction"] for p in two["predictions"]] == [p["prediction"] for p in one["predictions"]]
     assert two["metrics"] == one["metrics"]
+    # every prediction row names its example by CB's own idx (the official validation set: 0..55)
+    assert sorted(p["id"] for p in two["predictions"]) == list(range(56))

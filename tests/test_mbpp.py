@@ -1,5 +1,6 @@
 """MBPP: data and splits, completion cutting, pass@k, `dpt-dist eval-mbpp` (reference solutions
 and bad input), and 2-rank ZeRO-3 train + sample + execute runs on a tiny Llama."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ import os
 import subprocess
 
 import pytest
-
 from conftest import BIN, ROOT, TEST_ENV, launch
+
 from dpt_dist.config import TaskConfig
 from dpt_dist.tasks import get_task, load_splits
 from dpt_dist.tasks.mbpp import cut_completion, execute, load_problems, pass_at_k, read_completions, summarize
@@ -17,8 +18,14 @@ MBPP = ROOT / "data" / "mbpp"
 
 
 def cli(*args, timeout=120):
-    return subprocess.run([str(BIN / "python"), "-m", "dpt_dist.cli", *args], cwd=ROOT, capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, **TEST_ENV, "PYTHONPATH": str(ROOT)})
+    return subprocess.run(
+        [str(BIN / "python"), "-m", "dpt_dist.cli", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **TEST_ENV, "PYTHONPATH": str(ROOT)},
+    )
 
 
 def write_completions(path, pairs):
@@ -33,17 +40,24 @@ def problems():
 
 # ---- data -------------------------------------------------------------------------------------
 def test_both_file_formats_load_into_one_schema(problems):
-    assert len(problems) == 974 and problems[11]["text"].startswith("Write a python function to remove first and last occurrence")
+    assert len(problems) == 974 and problems[11]["text"].startswith(
+        "Write a python function to remove first and last occurrence"
+    )
     sanitized = load_problems(MBPP / "sanitized-mbpp.json")
     assert len(sanitized) == 427
     with_imports = [p for p in sanitized.values() if p["test_setup_code"]]
-    assert with_imports and all(line.startswith(("import", "from")) for p in with_imports for line in p["test_setup_code"].splitlines())
+    assert with_imports and all(
+        line.startswith(("import", "from")) for p in with_imports for line in p["test_setup_code"].splitlines()
+    )
 
 
-@pytest.mark.parametrize("mode, sizes, ranges", [
-    ("dept", (487, 487, 487), {"train": (1, 487), "validation": (488, 974), "test": (488, 974)}),
-    ("official", (374, 90, 500), {"train": (601, 974), "validation": (511, 600), "test": (11, 510)}),
-])
+@pytest.mark.parametrize(
+    "mode, sizes, ranges",
+    [
+        ("dept", (487, 487, 487), {"train": (1, 487), "validation": (488, 974), "test": (488, 974)}),
+        ("official", (374, 90, 500), {"train": (601, 974), "validation": (511, 600), "test": (11, 510)}),
+    ],
+)
 def test_splits_follow_the_protocols(mode, sizes, ranges):
     splits = load_splits(get_task("mbpp"), TaskConfig(name="mbpp", data_dir=str(MBPP), split_mode=mode))
     assert tuple(len(splits[s]) for s in ("train", "validation", "test")) == sizes
@@ -65,17 +79,29 @@ def test_over_long_prompts_lose_their_beginning_not_their_asserts(tiny_backbones
     short = tokenize(sample, tokenizer, False, 24, 64, keep_source_end=True)
     full = tokenize(sample, tokenizer, False, 10_000, 64)
     for cut, whole in zip(short["prompt_ids"], full["prompt_ids"]):
-        assert len(cut) <= 24 and cut == whole[-len(cut):]
+        assert len(cut) <= 24 and cut == whole[-len(cut) :]
 
 
 # ---- completions ------------------------------------------------------------------------------
-@pytest.mark.parametrize("raw, expected", [
-    ("def f(x):\n    return x\n\nassert f(1) == 1\nprint(f(2))", "def f(x):\n    return x"),
-    ("Here is the code:\n```python\nimport math\ndef f(x):\n    return math.sqrt(x)\n```\nIt uses math.", "import math\ndef f(x):\n    return math.sqrt(x)"),
-    ("def f(x):\n    if x:\n        return 1\n    else:\n        return 2\nif __name__ == '__main__':\n    f(1)", "def f(x):\n    if x:\n        return 1\n    else:\n        return 2"),
-    ("LIMIT = 10\n@cache\ndef g(n):\n    return n\nThe function g returns n.", "LIMIT = 10\n@cache\ndef g(n):\n    return n"),
-    ("def f():\n    pass\n```\nmore", "def f():\n    pass"),
-])
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ("def f(x):\n    return x\n\nassert f(1) == 1\nprint(f(2))", "def f(x):\n    return x"),
+        (
+            "Here is the code:\n```python\nimport math\ndef f(x):\n    return math.sqrt(x)\n```\nIt uses math.",
+            "import math\ndef f(x):\n    return math.sqrt(x)",
+        ),
+        (
+            "def f(x):\n    if x:\n        return 1\n    else:\n        return 2\nif __name__ == '__main__':\n    f(1)",
+            "def f(x):\n    if x:\n        return 1\n    else:\n        return 2",
+        ),
+        (
+            "LIMIT = 10\n@cache\ndef g(n):\n    return n\nThe function g returns n.",
+            "LIMIT = 10\n@cache\ndef g(n):\n    return n",
+        ),
+        ("def f():\n    pass\n```\nmore", "def f():\n    pass"),
+    ],
+)
 def test_completions_are_cut_where_a_user_expects(raw, expected):
     assert cut_completion(raw) == expected
 
@@ -118,15 +144,27 @@ def test_nothing_runs_without_the_opt_in(problems):
 # ---- the CLI ----------------------------------------------------------------------------------
 def test_reference_solutions_pass_except_the_two_that_use_an_undefined_class(tmp_path, problems):
     completions = write_completions(tmp_path / "ref.jsonl", [(t, p["code"]) for t, p in problems.items()])
-    proc = cli("eval-mbpp", "--completions", str(completions), "--allow-code-execution", "--out", str(tmp_path / "out"), timeout=300)
+    proc = cli(
+        "eval-mbpp",
+        "--completions",
+        str(completions),
+        "--allow-code-execution",
+        "--out",
+        str(tmp_path / "out"),
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     summary = json.loads((tmp_path / "out" / "summary.json").read_text())
     assert summary["problems"] == 974 and summary["problems_passed"] == 972
     assert summary["failed_task_ids"] == [367, 927] and "[367, 927]" in proc.stdout
     assert summary["pass@1"] == pytest.approx(100 * 972 / 974)
-    rows = [json.loads(l) for l in (tmp_path / "out" / "problems.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (tmp_path / "out" / "problems.jsonl").read_text().splitlines()]
     assert len(rows) == 974 and {r["task_id"] for r in rows if not r["passed"]} == {367, 927}
-    failing = [json.loads(l) for l in (tmp_path / "out" / "samples.jsonl").read_text().splitlines() if '"passed": false' in l]
+    failing = [
+        json.loads(line)
+        for line in (tmp_path / "out" / "samples.jsonl").read_text().splitlines()
+        if '"passed": false' in line
+    ]
     assert all("Node" in r["error"] for r in failing)
     assert summary["limits"]["cpu_seconds"] == 10.0  # the default limit
 
@@ -134,30 +172,51 @@ def test_reference_solutions_pass_except_the_two_that_use_an_undefined_class(tmp
 def test_split_option_scores_exactly_that_split(tmp_path, problems):
     test_half = [(t, p["code"]) for t, p in problems.items() if t >= 488]
     completions = write_completions(tmp_path / "c.jsonl", test_half)
-    proc = cli("eval-mbpp", "--completions", str(completions), "--allow-code-execution", "--split", "5050-test", "--out", str(tmp_path / "o"))
+    proc = cli(
+        "eval-mbpp",
+        "--completions",
+        str(completions),
+        "--allow-code-execution",
+        "--split",
+        "5050-test",
+        "--out",
+        str(tmp_path / "o"),
+    )
     assert proc.returncode == 0, proc.stderr
     assert json.loads((tmp_path / "o" / "summary.json").read_text())["problems"] == 487
     partial = write_completions(tmp_path / "p.jsonl", test_half[:10])
-    proc = cli("eval-mbpp", "--completions", str(partial), "--allow-code-execution", "--split", "5050-test", "--out", str(tmp_path / "o2"))
+    proc = cli(
+        "eval-mbpp",
+        "--completions",
+        str(partial),
+        "--allow-code-execution",
+        "--split",
+        "5050-test",
+        "--out",
+        str(tmp_path / "o2"),
+    )
     assert proc.returncode == 2 and "477 problem(s) of split 5050-test have no completion" in proc.stderr
 
 
 def bad_data_file(tmp_path):
-    rows = [json.loads(l) for l in (MBPP / "mbpp.jsonl").read_text().splitlines()[:3]]
+    rows = [json.loads(line) for line in (MBPP / "mbpp.jsonl").read_text().splitlines()[:3]]
     rows[1]["test_list"] = []
     path = tmp_path / "broken.jsonl"
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path
 
 
-@pytest.mark.parametrize("case, message", [
-    ("no-flag", "refusing to execute model-generated code without --allow-code-execution"),
-    ("not-json", "line 2 is not valid JSON"),
-    ("missing-field", "line 1: each line needs 'task_id' and 'completion'"),
-    ("unknown-task", "task_id(s) not in the data: [5000]"),
-    ("no-tests", "problem 2 has no tests"),
-    ("bad-split", "--split 'nope'"),
-])
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("no-flag", "refusing to execute model-generated code without --allow-code-execution"),
+        ("not-json", "line 2 is not valid JSON"),
+        ("missing-field", "line 1: each line needs 'task_id' and 'completion'"),
+        ("unknown-task", "task_id(s) not in the data: [5000]"),
+        ("no-tests", "problem 2 has no tests"),
+        ("bad-split", "--split 'nope'"),
+    ],
+)
 def test_bad_input_gives_one_clear_error(tmp_path, case, message):
     good = write_completions(tmp_path / "good.jsonl", [(1, "x = 1")])
     args = ["--completions", str(good), "--allow-code-execution", "--out", str(tmp_path / "out")]
@@ -193,31 +252,72 @@ def test_read_completions_names_the_line():
 # ---- training on MBPP -------------------------------------------------------------------------
 @pytest.mark.distributed
 def test_training_refuses_mbpp_without_the_opt_in(tmp_path, tiny_backbones):
-    proc = cli("train", "adept-mbpp-deepseek-coder-1.3b", "--model.name", tiny_backbones["llama"],
-               "--task.data_dir", str(MBPP), "--train.output_dir", str(tmp_path / "r"))
+    proc = cli(
+        "train",
+        "adept-mbpp-deepseek-coder-1.3b",
+        "--model.name",
+        tiny_backbones["llama"],
+        "--task.data_dir",
+        str(MBPP),
+        "--train.output_dir",
+        str(tmp_path / "r"),
+    )
     assert proc.returncode == 2 and "--allow-code-execution" in proc.stderr and "Traceback" not in proc.stderr
 
 
-SMALL_RUN = ["--model.dtype", "fp32", "--train.epochs", "null", "--train.steps", "3", "--train.batch_size", "8",
-             "--train.micro_batch_size", "4", "--task.max_train_examples", "32", "--task.max_eval_examples", "10",
-             "--task.max_new_tokens", "24", "--train.eval_batch_size", "4"]
+SMALL_RUN = [
+    "--model.dtype",
+    "fp32",
+    "--train.epochs",
+    "null",
+    "--train.steps",
+    "3",
+    "--train.batch_size",
+    "8",
+    "--train.micro_batch_size",
+    "4",
+    "--task.max_train_examples",
+    "32",
+    "--task.max_eval_examples",
+    "10",
+    "--task.max_new_tokens",
+    "24",
+    "--train.eval_batch_size",
+    "4",
+]
 
 
 @pytest.mark.distributed
 def test_the_launch_recipe_trains_samples_and_executes_on_two_zero3_ranks(tmp_path):
     out = tmp_path / "mbpp"
-    env = {**os.environ, **TEST_ENV, "PYTHONPATH": str(ROOT), "LAUNCHER": "cpu", "SPLIT": "", "OUT": str(out),
-           "VENV": str(BIN.parent)}
-    proc = subprocess.run(["bash", "launch/mbpp_node.sh", "adept-mbpp-deepseek-coder-1.3b", "--model.name", "tiny-llama", *SMALL_RUN],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=420, start_new_session=True)
+    env = {
+        **os.environ,
+        **TEST_ENV,
+        "PYTHONPATH": str(ROOT),
+        "LAUNCHER": "cpu",
+        "SPLIT": "",
+        "OUT": str(out),
+        "VENV": str(BIN.parent),
+    }
+    proc = subprocess.run(
+        ["bash", "launch/mbpp_node.sh", "adept-mbpp-deepseek-coder-1.3b", "--model.name", "tiny-llama", *SMALL_RUN],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+        start_new_session=True,
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["zero_stage"] == 3 and metrics["task"] == "mbpp"
     assert metrics["generation"] == {"num_samples": 1, "do_sample": True, "temperature": 0.6, "top_p": 0.95}
     assert set(metrics["test"]) == {"pass@1"} and 0.0 <= metrics["test"]["pass@1"] <= 100.0
-    rows = [json.loads(l) for l in (out / "predictions" / "validation_step3.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "predictions" / "validation_step3.jsonl").read_text().splitlines()]
     assert len(rows) == 10 and all(488 <= r["task_id"] <= 974 for r in rows)
-    assert all(r["results"][0]["status"] in ("passed", "failed", "timeout", "out-of-memory", "syntax-error") for r in rows)
+    assert all(
+        r["results"][0]["status"] in ("passed", "failed", "timeout", "out-of-memory", "syntax-error") for r in rows
+    )
     summary = json.loads((out / "eval-mbpp" / "summary.json").read_text())
     assert summary["problems"] == 10 and summary["pass@1"] == pytest.approx(metrics["test"]["pass@1"])
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
@@ -229,13 +329,34 @@ def test_the_launch_recipe_trains_samples_and_executes_on_two_zero3_ranks(tmp_pa
 @pytest.mark.distributed
 def test_lora_baseline_trains_through_peft_under_zero3_and_reloads(tmp_path, tiny_backbones):
     out = tmp_path / "lora"
-    launch(2, ["-m", "dpt_dist.cli", "train", "lora-mbpp-deepseek-coder-1.3b", "--model.name", tiny_backbones["llama"],
-               "--task.data_dir", str(MBPP), "--train.output_dir", str(out), "--allow-code-execution",
-               "--prompt.rank", "4", "--train.network_lr", "0.05", "--task.num_samples", "2", *SMALL_RUN], timeout=300)
+    launch(
+        2,
+        [
+            "-m",
+            "dpt_dist.cli",
+            "train",
+            "lora-mbpp-deepseek-coder-1.3b",
+            "--model.name",
+            tiny_backbones["llama"],
+            "--task.data_dir",
+            str(MBPP),
+            "--train.output_dir",
+            str(out),
+            "--allow-code-execution",
+            "--prompt.rank",
+            "4",
+            "--train.network_lr",
+            "0.05",
+            "--task.num_samples",
+            "2",
+            *SMALL_RUN,
+        ],
+        timeout=300,
+    )
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["method"] == "lora" and metrics["trainable_params"] == 2 * (4 * (64 + 64) + 4 * (64 + 32))
     assert metrics["generation"]["num_samples"] == 2
-    rows = [json.loads(l) for l in (out / "predictions" / "validation_step3.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "predictions" / "validation_step3.jsonl").read_text().splitlines()]
     assert all(r["n"] == 2 and len(r["results"]) == 2 for r in rows)
 
     from safetensors.torch import load_file

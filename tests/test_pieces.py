@@ -1,8 +1,9 @@
 """Unit tests of config parsing, batching, evaluation sharding and artifacts (tasks: test_tasks.py)."""
+
 from __future__ import annotations
 
-
 import pytest
+from conftest import bench_module
 
 from dpt_dist.config import load_config, parse_overrides
 from dpt_dist.data import eval_shard, global_batches, micro_batches_for_rank
@@ -10,7 +11,9 @@ from dpt_dist.data import eval_shard, global_batches, micro_batches_for_rank
 
 def test_cli_overrides_are_typed_and_nested():
     assert parse_overrides(["--train.steps", "10", "--train.prompt_lr=0.5", "--model.dropout", "null"]) == {
-        "train": {"steps": 10, "prompt_lr": 0.5}, "model": {"dropout": None}}
+        "train": {"steps": 10, "prompt_lr": 0.5},
+        "model": {"dropout": None},
+    }
 
 
 def test_yaml_config_with_overrides(tmp_path):
@@ -21,14 +24,17 @@ def test_yaml_config_with_overrides(tmp_path):
     assert cfg.train.prompt_lr == 0.3 and cfg.train.network_lr == 1e-4  # YAML 1.1 reads 3e-1 as a string
 
 
-@pytest.mark.parametrize("text, message", [
-    ("prompt:\n  method: nope\n", "unknown method 'nope'"),
-    ("train:\n  stepz: 3\n", "unknown key"),
-    ("trian:\n  steps: 3\n", "unknown section 'trian'"),
-    ("prompt: [\n", "invalid YAML"),
-    ("model:\n  dtype: fp8\n", "model.dtype"),
-    ("train:\n  prompt_lr: fast\n", "train.prompt_lr must be a number"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("prompt:\n  method: nope\n", "unknown method 'nope'"),
+        ("train:\n  stepz: 3\n", "unknown key"),
+        ("trian:\n  steps: 3\n", "unknown section 'trian'"),
+        ("prompt: [\n", "invalid YAML"),
+        ("model:\n  dtype: fp8\n", "model.dtype"),
+        ("train:\n  prompt_lr: fast\n", "train.prompt_lr must be a number"),
+    ],
+)
 def test_bad_config_is_one_clear_error_naming_the_file(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
     path.write_text(text)
@@ -102,12 +108,15 @@ def test_length_grouped_batches_cover_each_epoch_once_and_pad_little():
 def test_a_failed_benchmark_step_names_itself_and_shows_the_child_error(monkeypatch):
     import sys
 
-    from dpt_dist.bench import _run_child
+    _run_child = bench_module()._run_child
 
     # the bench's own world-1 process group exports these; a child must not try to join it
     monkeypatch.setenv("MASTER_PORT", "1234")
     monkeypatch.setenv("RANK", "0")
-    script = "import os, sys; print('inherited', os.environ.get('MASTER_PORT'), os.environ.get('RANK'), file=sys.stderr); sys.exit(3)"
+    script = (
+        "import os, sys; print('inherited', os.environ.get('MASTER_PORT'), os.environ.get('RANK'), file=sys.stderr); "
+        "sys.exit(3)"
+    )
     with pytest.raises(RuntimeError) as err:
         _run_child("the residency probe", [sys.executable, "-c", script], timeout=60, attempts=2)
     message = str(err.value)

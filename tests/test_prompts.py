@@ -1,4 +1,5 @@
 """Unit tests of the prompt methods and the wrapper (single process, no DeepSpeed)."""
+
 from __future__ import annotations
 
 import copy
@@ -50,15 +51,34 @@ def test_dpt_factor_init_is_selectable():
 
 def tiny_t5():
     torch.manual_seed(0)
-    cfg = T5Config(vocab_size=128, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
-                   dropout_rate=0.0, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1)
+    cfg = T5Config(
+        vocab_size=128,
+        d_model=32,
+        d_kv=8,
+        d_ff=64,
+        num_layers=2,
+        num_decoder_layers=2,
+        num_heads=4,
+        dropout_rate=0.0,
+        decoder_start_token_id=0,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     return AutoModelForSeq2SeqLM.from_config(cfg).eval()
 
 
 def tiny_llama():
     torch.manual_seed(0)
-    cfg = LlamaConfig(vocab_size=128, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                      num_key_value_heads=2, pad_token_id=0, eos_token_id=1)
+    cfg = LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
     return AutoModelForCausalLM.from_config(cfg).eval()
 
 
@@ -144,7 +164,9 @@ def test_dept_offset_depends_on_position_among_real_tokens_not_padding_side():
 def test_decoder_only_generation_matches_the_training_forward(method):
     """Greedy tokens from generate() equal the argmax of the training-path logits fed back."""
     backbone = tiny_llama()
-    model = PromptedModel.from_config(backbone, PromptConfig(method=method, length=3, rank=2, dropout=0.0, max_positions=16, init="random"))
+    model = PromptedModel.from_config(
+        backbone, PromptConfig(method=method, length=3, rank=2, dropout=0.0, max_positions=16, init="random")
+    )
     for p in model.prompt.parameters():
         torch.nn.init.normal_(p, std=0.5)
     model.eval()
@@ -175,7 +197,9 @@ def test_save_and_from_pretrained_round_trip(tmp_path):
 def test_loading_an_artifact_onto_the_wrong_backbone_is_a_clear_error(tmp_path):
     model = PromptedModel.from_config(tiny_t5(), PromptConfig(method="pt", length=2))
     model.save_pretrained(str(tmp_path / "a"))
-    bigger = AutoModelForCausalLM.from_config(LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4))
+    bigger = AutoModelForCausalLM.from_config(
+        LlamaConfig(vocab_size=64, hidden_size=48, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+    )
     with pytest.raises(ValueError, match="embedding size 32"):
         PromptedModel.from_pretrained(bigger, str(tmp_path / "a"))
     with pytest.raises(FileNotFoundError, match="not a prompt artifact"):
@@ -184,8 +208,16 @@ def test_loading_an_artifact_onto_the_wrong_backbone_is_a_clear_error(tmp_path):
 
 def test_lora_through_peft_starts_as_the_bare_backbone_and_round_trips(tmp_path):
     torch.manual_seed(0)
-    backbone = AutoModelForCausalLM.from_config(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                                                            num_attention_heads=4, num_key_value_heads=2))
+    backbone = AutoModelForCausalLM.from_config(
+        LlamaConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+        )
+    )
     ids = torch.randint(2, 64, (2, 7))
     mask = torch.ones_like(ids)
     bare = backbone(input_ids=ids, attention_mask=mask).logits

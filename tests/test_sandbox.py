@@ -1,5 +1,6 @@
 """The code-execution sandbox against hostile programs: each one is contained, the harness
 answers for every program, and nothing is left behind."""
+
 from __future__ import annotations
 
 import os
@@ -87,12 +88,18 @@ def test_program_cannot_delete_a_file_outside_its_directory(pool, tmp_path):
     assert not result.passed
     assert victim.read_text() == "keep me"
     # its own directory is writable, and is gone afterwards
-    inside = run_one(pool, "open('scratch.txt', 'w').write('x')\nimport os\nWHERE = os.getcwd()", "assert open('scratch.txt').read() == 'x'")
+    inside = run_one(
+        pool,
+        "open('scratch.txt', 'w').write('x')\nimport os\nWHERE = os.getcwd()",
+        "assert open('scratch.txt').read() == 'x'",
+    )
     assert inside.passed
 
 
 def test_program_cannot_read_the_parents_environment(pool):
-    direct = run_one(pool, "import os\nprint(os.environ)", f"assert os.environ.get('DPT_DIST_TEST_SECRET') == {SECRET!r}")
+    direct = run_one(
+        pool, "import os\nprint(os.environ)", f"assert os.environ.get('DPT_DIST_TEST_SECRET') == {SECRET!r}"
+    )
     assert not direct.passed and SECRET not in direct.output
     via_proc = (
         "import os\nfound = ''\n"
@@ -115,9 +122,15 @@ def test_program_cannot_open_a_network_connection(pool):
     server.listen(1)
     server.settimeout(0.5)
     port = server.getsockname()[1]
-    program = f"import socket\nconn = socket.create_connection(('127.0.0.1', {port}), timeout=2)\nconn.sendall(b'stolen')"
+    program = (
+        f"import socket\nconn = socket.create_connection(('127.0.0.1', {port}), timeout=2)\nconn.sendall(b'stolen')"
+    )
     result = run_one(pool, program, "assert True")
-    udp = run_one(pool, f"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'x', ('127.0.0.1', {port}))", "assert True")
+    udp = run_one(
+        pool,
+        f"import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.sendto(b'x', ('127.0.0.1', {port}))",
+        "assert True",
+    )
     try:
         accepted = server.accept()
         accepted[0].close()
@@ -149,7 +162,10 @@ def test_a_program_cannot_forge_a_pass_through_the_token_pipe(pool):
 
 
 def test_killing_its_parent_does_not_break_the_harness(pool):
-    attack = "import os, signal\nfor target in (os.getppid(), -1, 1):\n    try:\n        os.kill(target, signal.SIGKILL)\n    except OSError:\n        pass"
+    attack = (
+        "import os, signal\nfor target in (os.getppid(), -1, 1):\n    try:\n        os.kill(target, signal.SIGKILL)\n"
+        "    except OSError:\n        pass"
+    )
     before = worker_pids(pool)
     result = run_one(pool, attack, "assert False")
     assert not result.passed
@@ -180,10 +196,20 @@ def test_the_harness_answers_for_every_program_in_a_hostile_batch(pool):
         {"program": "def f():\n    return 1", "tests": "assert f() == 1"},
         {"program": "hog = bytearray(10 ** 10)", "tests": ""},
         {"program": "def f(:", "tests": ""},
-        {"program": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass", "tests": ""},
+        {
+            "program": "import os\nwhile True:\n    try:\n        os.fork()\n    except OSError:\n        pass",
+            "tests": "",
+        },
     ]
     results = pool.run(batch)
-    assert [r.status for r in results] == ["timeout", "failed", "passed", "out-of-memory", "syntax-error", results[5].status]
+    assert [r.status for r in results] == [
+        "timeout",
+        "failed",
+        "passed",
+        "out-of-memory",
+        "syntax-error",
+        results[5].status,
+    ]
     assert results[5].status in ("timeout", "failed")
     assert not leftovers(pool)
 
@@ -191,7 +217,11 @@ def test_the_harness_answers_for_every_program_in_a_hostile_batch(pool):
 def test_a_worker_killed_from_outside_is_replaced(pool):
     victim = pool.workers[0]
     outcome = {}
-    job = threading.Thread(target=lambda: outcome.update(r=victim.run({"setup": "", "program": "import time\ntime.sleep(30)", "tests": ""})))
+    job = threading.Thread(
+        target=lambda: outcome.update(
+            r=victim.run({"setup": "", "program": "import time\ntime.sleep(30)", "tests": ""})
+        )
+    )
     job.start()
     time.sleep(0.5)
     os.killpg(victim.proc.pid, signal.SIGKILL)
@@ -220,15 +250,35 @@ def test_the_throughput_benchmark_prints_both_runners_and_their_ratio(tmp_path):
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1]
-    proc = subprocess.run([sys.executable, "bench/sandbox_throughput.py", "--problems", "12", "--workers", "2", "--out", str(tmp_path / "b.json")],
-                          cwd=root, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "bench/sandbox_throughput.py",
+            "--problems",
+            "12",
+            "--workers",
+            "2",
+            "--out",
+            str(tmp_path / "b.json"),
+        ],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
-    assert "pre-forked sandbox pool" in proc.stdout and "naive python -I per program" in proc.stdout and "speedup" in proc.stdout
+    assert (
+        "pre-forked sandbox pool" in proc.stdout
+        and "naive python -I per program" in proc.stdout
+        and "speedup" in proc.stdout
+    )
     figures = json.loads((tmp_path / "b.json").read_text())
     assert figures["pool_passed"] == figures["naive_passed"] == 12 and figures["speedup"] > 0
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not os.path.exists("/usr/bin/setpriv"), reason="needs root to become an unprivileged user")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists("/usr/bin/setpriv"), reason="needs root to become an unprivileged user"
+)
 def test_the_unprivileged_path_contains_the_same_hostile_programs(tmp_path):
     """The same tests as a normal user (uid 65534): no per-worker uids, the process-tree cleanup,
     Landlock and a user-namespace network. CAP_DAC_READ_SEARCH only so that it can read a Python
@@ -242,9 +292,24 @@ def test_the_unprivileged_path_contains_the_same_hostile_programs(tmp_path):
     home.mkdir()
     os.chown(home, 65534, 65534)
     os.chmod(tmp_path, 0o755)
-    cmd = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=+dac_read_search", "--ambient-caps=+dac_read_search",
-           sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_sandbox.py", "-k", "not unprivileged and not benchmark",
-           f"--basetemp={home / 'pt'}"]
+    cmd = [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        "--inh-caps=+dac_read_search",
+        "--ambient-caps=+dac_read_search",
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "tests/test_sandbox.py",
+        "-k",
+        "not unprivileged and not benchmark",
+        f"--basetemp={home / 'pt'}",
+    ]
     env = {**os.environ, "HOME": str(home), "PYTHONPATH": str(root)}
     proc = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-2000:]

@@ -18,7 +18,10 @@ temperature 0.6, top_p 0.95, one sample per problem; pass@1.
 
 Scoring executes every sample in the sandbox (dpt_dist/sandbox.py) against the problem's
 test_setup_code, then its test_list; only with the caller's explicit opt-in.
+
+Example ids (`id`): the problem's `task_id` (kept as its own column too).
 """
+
 from __future__ import annotations
 
 import json
@@ -40,6 +43,9 @@ SPLITS = {
     "5050-train": [(1, 487)],
     "5050-test": [(488, 974)],
 }
+# The full MBPP (974 problems, CC-BY-4.0) ships inside the package: eval-mbpp's default data in
+# any install (a wheel has no repository checkout to look in).
+SHIPPED_MBPP = Path(__file__).with_name("mbpp.jsonl")
 PROTOCOL_SPLITS = {
     "dept": {"train": "5050-train", "validation": "5050-test", "test": "5050-test"},
     "official": {"train": "train", "validation": "validation", "test": "test"},
@@ -66,8 +72,12 @@ def problem_rows(path: Path):
         if setup is None and "test_imports" in item:  # sanitized format
             setup = "\n".join(item.get("test_imports") or [])
         yield {
-            "_line": where, "task_id": item.get("task_id"), "text": item.get("text", item.get("prompt")),
-            "code": item.get("code"), "test_setup_code": setup or "", "test_list": item.get("test_list"),
+            "_line": where,
+            "task_id": item.get("task_id"),
+            "text": item.get("text", item.get("prompt")),
+            "code": item.get("code"),
+            "test_setup_code": setup or "",
+            "test_list": item.get("test_list"),
             "challenge_test_list": item.get("challenge_test_list") or [],
         }
 
@@ -112,7 +122,9 @@ def prompt_text(problem: dict) -> str:
 
 # ---- completions -------------------------------------------------------------------------------
 _FENCE = re.compile(r"```[ \t]*(?:python|py|Python|python3)?[ \t]*\n(.*?)(?:```|\Z)", re.S)
-_KEEP_TOP_LEVEL = re.compile(r"(def |class |async def |import |from |@|#|[A-Za-z_][\w.]*(\s*,\s*[A-Za-z_]\w*)*\s*(:[^=]*)?=[^=])")
+_KEEP_TOP_LEVEL = re.compile(
+    r"(def |class |async def |import |from |@|#|[A-Za-z_][\w.]*(\s*,\s*[A-Za-z_]\w*)*\s*(:[^=]*)?=[^=])"
+)
 _CODE_CONTINUATION = re.compile(r"(else|elif|except|finally)\b")
 
 
@@ -182,11 +194,22 @@ def summarize(per_problem: list[tuple[int, int]], ks=(1, 10, 100)) -> dict[str, 
     if not per_problem:
         return {}
     fewest = min(n for n, _ in per_problem)
-    return {f"pass@{k}": 100.0 * sum(pass_at_k(n, c, k) for n, c in per_problem) / len(per_problem) for k in ks if k <= fewest}
+    return {
+        f"pass@{k}": 100.0 * sum(pass_at_k(n, c, k) for n, c in per_problem) / len(per_problem)
+        for k in ks
+        if k <= fewest
+    }
 
 
-def execute(problems: dict[int, dict], samples: list[tuple[int, str]], *, allow_code_execution: bool,
-            limits: Limits | None = None, workers: int | None = None, progress=None):
+def execute(
+    problems: dict[int, dict],
+    samples: list[tuple[int, str]],
+    *,
+    allow_code_execution: bool,
+    limits: Limits | None = None,
+    workers: int | None = None,
+    progress=None,
+):
     """Run every (task_id, completion) against its problem's set-up code and asserts.
 
     Returns (sample rows, problem rows, summary) ready to be written as JSONL / JSON."""
@@ -194,37 +217,75 @@ def execute(problems: dict[int, dict], samples: list[tuple[int, str]], *, allow_
         raise PermissionError(OPT_IN_ERROR)
     unknown = sorted({tid for tid, _ in samples if tid not in problems})
     if unknown:
-        raise DataError(f"completions name task_id(s) not in the data: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}")
-    jobs = [{"setup": problems[tid]["test_setup_code"], "program": code, "tests": "\n".join(problems[tid]["test_list"])}
-            for tid, code in samples]
+        raise DataError(
+            f"completions name task_id(s) not in the data: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}"
+        )
+    jobs = [
+        {"setup": problems[tid]["test_setup_code"], "program": code, "tests": "\n".join(problems[tid]["test_list"])}
+        for tid, code in samples
+    ]
     with SandboxPool(workers=workers, limits=limits) as pool:
         results = pool.run(jobs, progress=progress)
         isolation = pool.isolation_report()
         limits = pool.limits
+    sample_rows, problem_rows_out = result_rows(samples, results)
+    return sample_rows, problem_rows_out, summary_of(problem_rows_out, results, limits, isolation)
+
+
+def result_rows(samples: list[tuple[int, str]], results: list) -> tuple[list[dict], list[dict]]:
+    """One row per sample (its status and error) and one per problem (n, passed, pass@1)."""
     sample_rows, by_problem = [], {}
     for (tid, code), res in zip(samples, results):
         sample_no = len(by_problem.setdefault(tid, []))
         by_problem[tid].append(res)
-        sample_rows.append({"task_id": tid, "sample": sample_no, "completion": code, "status": res.status, "passed": res.passed,
-                            "error": res.error, "wall_seconds": res.wall_seconds, "cpu_seconds": res.cpu_seconds})
+        sample_rows.append(
+            {
+                "task_id": tid,
+                "sample": sample_no,
+                "completion": code,
+                "status": res.status,
+                "passed": res.passed,
+                "error": res.error,
+                "wall_seconds": res.wall_seconds,
+                "cpu_seconds": res.cpu_seconds,
+            }
+        )
     problem_rows_out = []
     for tid in sorted(by_problem):
         res = by_problem[tid]
         n, c = len(res), sum(r.passed for r in res)
-        problem_rows_out.append({"task_id": tid, "n": n, "passed": c, "pass@1": 100.0 * pass_at_k(n, c, 1),
-                                 "statuses": [r.status for r in res]})
+        problem_rows_out.append(
+            {
+                "task_id": tid,
+                "n": n,
+                "passed": c,
+                "pass@1": 100.0 * pass_at_k(n, c, 1),
+                "statuses": [r.status for r in res],
+            }
+        )
+    return sample_rows, problem_rows_out
+
+
+def summary_of(problem_rows_out: list[dict], results: list, limits: Limits, isolation: dict) -> dict:
+    """pass@k, status counts, failing problems, and the limits and isolation actually in force."""
     counts = [(row["n"], row["passed"]) for row in problem_rows_out]
     statuses = [r.status for r in results]
-    summary = {
-        **summarize(counts), "problems": len(counts), "samples": len(samples),
+    return {
+        **summarize(counts),
+        "problems": len(counts),
+        "samples": len(results),
         "problems_passed": sum(1 for row in problem_rows_out if row["passed"] == row["n"]),
         "status_counts": {s: statuses.count(s) for s in sorted(set(statuses))},
         "failed_task_ids": [row["task_id"] for row in problem_rows_out if row["passed"] < row["n"]],
-        "limits": {"cpu_seconds": limits.cpu_seconds, "wall_seconds": limits.wall, "memory_mb": limits.memory_mb,
-                   "max_processes": limits.max_processes, "max_file_mb": limits.max_file_mb},
+        "limits": {
+            "cpu_seconds": limits.cpu_seconds,
+            "wall_seconds": limits.wall,
+            "memory_mb": limits.memory_mb,
+            "max_processes": limits.max_processes,
+            "max_file_mb": limits.max_file_mb,
+        },
         "isolation": isolation,
     }
-    return sample_rows, problem_rows_out, summary
 
 
 # ---- the training task -------------------------------------------------------------------------
@@ -233,55 +294,92 @@ def _read(config, sanitized: bool):
     if use_local(config):
         path = Path(config.files["train"]) if "train" in config.files else Path(config.data_dir) / name
         if not path.is_file():
-            raise FileNotFoundError(f"task {config.name}: {path} not found (set task.data_dir to the folder with {name}, "
-                                    "or task.files.train to the file)")
+            raise FileNotFoundError(
+                f"task {config.name}: {path} not found (set task.data_dir to the folder with {name}, "
+                "or task.files.train to the file)"
+            )
         raw = from_file(problem_rows, path)
     else:  # the hub's four splits hold the same 974 (427) problems; split by task_id ourselves
         import datasets
 
-        parts = [from_hub("google-research-datasets/mbpp", "sanitized" if sanitized else "full", s).rows
-                 for s in ("train", "validation", "test", "prompt")]
+        parts = [
+            from_hub("google-research-datasets/mbpp", "sanitized" if sanitized else "full", s).rows
+            for s in ("train", "validation", "test", "prompt")
+        ]
         rows = datasets.concatenate_datasets(parts)
         if sanitized:
-            rows = rows.map(lambda r: {"text": r["prompt"], "test_setup_code": "\n".join(r["test_imports"]), "challenge_test_list": []})
+            rows = rows.map(
+                lambda r: {
+                    "text": r["prompt"],
+                    "test_setup_code": "\n".join(r["test_imports"]),
+                    "challenge_test_list": [],
+                }
+            )
         raw = RawSplit(rows, "hub:google-research-datasets/mbpp", local=False)
     out = {}
     for split, name_ in PROTOCOL_SPLITS[config.split_mode].items():
         lo_hi = SPLITS[name_]
-        selected = raw.rows.filter(lambda tid, ranges=lo_hi: any(lo <= tid <= hi for lo, hi in ranges), input_columns="task_id",
-                                   desc=f"mbpp {name_}")
+        selected = raw.rows.filter(
+            lambda tid, ranges=lo_hi: any(lo <= tid <= hi for lo, hi in ranges),
+            input_columns="task_id",
+            desc=f"mbpp {name_}",
+        )
         out[split] = RawSplit(selected, f"{raw.origin} ({name_}: task_id {lo_hi[0][0]}-{lo_hi[0][1]})", raw.local)
     return out
 
 
 def _format(row):
     row = check_problem(dict(row), "mbpp")
-    return {"source": prompt_text(row), "target": row["code"].replace("\r\n", "\n").replace("\t", "    "),
-            "task_id": row["task_id"], "setup": row["test_setup_code"], "tests": row["test_list"]}
+    return {
+        "source": prompt_text(row),
+        "target": row["code"].replace("\r\n", "\n").replace("\t", "    "),
+        "task_id": row["task_id"],
+        "setup": row["test_setup_code"],
+        "tests": row["test_list"],
+    }
 
 
 def score(samples: list[list[str]], examples, *, allow_code_execution: bool):
     """Execute the (cut) samples of every problem: pass@k, and one result row per problem."""
-    problems = {tid: {"test_setup_code": setup, "test_list": tests}
-                for tid, setup, tests in zip(examples["task_id"], examples["setup"], examples["tests"])}
+    problems = {
+        tid: {"test_setup_code": setup, "test_list": tests}
+        for tid, setup, tests in zip(examples["task_id"], examples["setup"], examples["tests"])
+    }
     flat = [(tid, code) for tid, codes in zip(examples["task_id"], samples) for code in codes]
     sample_rows, problem_rows_out, summary = execute(problems, flat, allow_code_execution=allow_code_execution)
     metrics = {k: v for k, v in summary.items() if k.startswith("pass@")}
     by_tid: dict[int, list[dict]] = {}
     for row in sample_rows:
         by_tid.setdefault(row["task_id"], []).append({k: row[k] for k in ("completion", "status", "error")})
-    details = [{"task_id": row["task_id"], "passed": row["passed"], "n": row["n"], "results": by_tid[row["task_id"]]}
-               for row in problem_rows_out]
+    details = [
+        {"task_id": row["task_id"], "passed": row["passed"], "n": row["n"], "results": by_tid[row["task_id"]]}
+        for row in problem_rows_out
+    ]
     order = {row["task_id"]: row for row in details}
     return metrics, [order[tid] for tid in examples["task_id"]]
 
 
 for _name, _sanitized in (("mbpp", False), ("mbpp-sanitized", True)):
-    register(Task(
-        _name, "code", f"MBPP{' sanitized (427)' if _sanitized else ''}: Python from a problem statement and its asserts",
-        read=lambda config, s=_sanitized: _read(config, s), format=_format, metrics=None, metric_names=["pass@1"],
-        protocol="fixed", max_source_length=325, max_target_length=256, max_new_tokens=256,
-        hub="google-research-datasets/mbpp", budget_includes_prompt=True, truncate_source_left=True,
-        sampling={"do_sample": True, "temperature": 0.6, "top_p": 0.95}, postprocess=cut_completion, score=score,
-        executes_code=True,
-    ))
+    register(
+        Task(
+            _name,
+            "code",
+            f"MBPP{' sanitized (427)' if _sanitized else ''}: Python from a problem statement and its asserts",
+            read=lambda config, s=_sanitized: _read(config, s),
+            format=_format,
+            metrics=None,
+            metric_names=["pass@1"],
+            protocol="fixed",
+            max_source_length=325,
+            max_target_length=256,
+            max_new_tokens=256,
+            hub="google-research-datasets/mbpp",
+            budget_includes_prompt=True,
+            truncate_source_left=True,
+            sampling={"do_sample": True, "temperature": 0.6, "top_p": 0.95},
+            postprocess=cut_completion,
+            score=score,
+            executes_code=True,
+            id_key="task_id",
+        )
+    )

@@ -5,6 +5,7 @@ QA metrics follow the official SQuAD / MRQA evaluation: normalise (lower case, d
 punctuation, drop the articles a/an/the, collapse white space), take the max over ALL gold
 answers, an empty prediction scores 0, and several datasets are macro-averaged.
 """
+
 from __future__ import annotations
 
 import math
@@ -126,8 +127,9 @@ def is_span(prediction: str, context: str) -> bool:
     return bool(pred) and f" {pred} " in f" {normalize_answer(context)} "
 
 
-def qa_metrics(predictions: list[str], answers: list[list[str]], contexts: list[str] | None = None,
-               groups: list[str] | None = None) -> dict[str, float]:
+def qa_metrics(
+    predictions: list[str], answers: list[list[str]], contexts: list[str] | None = None, groups: list[str] | None = None
+) -> dict[str, float]:
     """EM / F1 (max over all gold answers), per group (MRQA dataset) and macro-averaged over
     groups; plus the share of predictions that are a span of their context."""
     groups = groups or ["all"] * len(predictions)
@@ -135,7 +137,10 @@ def qa_metrics(predictions: list[str], answers: list[list[str]], contexts: list[
     for pred, golds, group in zip(predictions, answers, groups):
         by_group[group].append((best_over_answers(exact_match, pred, golds), best_over_answers(token_f1, pred, golds)))
     per = {g: (sum(e for e, _ in v) / len(v), sum(f for _, f in v) / len(v)) for g, v in by_group.items()}
-    out = {"f1": 100.0 * sum(f for _, f in per.values()) / len(per), "em": 100.0 * sum(e for e, _ in per.values()) / len(per)}
+    out = {
+        "f1": 100.0 * sum(f for _, f in per.values()) / len(per),
+        "em": 100.0 * sum(e for e, _ in per.values()) / len(per),
+    }
     if len(per) > 1:
         for g, (em, f1) in sorted(per.items()):
             out[f"f1/{g}"], out[f"em/{g}"] = 100.0 * f1, 100.0 * em

@@ -3,19 +3,26 @@
 Local files are parsed by small generators (jsonl, jsonl.gz, tsv, csv) and turned into Arrow
 by `datasets.Dataset.from_generator`, which caches them: the second run, and every rank but the
 first, reads the cache. The cache key includes the file's size and mtime, so an edited file is
-read again. Each local row carries `_line`, its line number in the file, for error messages.
-Readers yield rows in the schema of the task's hub dataset, so one formatter serves both.
+read again, and the source code of the task package and of the reader's module, so changed
+reading or formatting code runs again (datasets hashes a module-level function by its name
+only: without this, stale cached rows, and their cached formatting, whose key follows the
+rows', would be served; hub rows are formatted under the same digest). Each local row carries
+`_line`, its line number in the file, for error messages. Readers yield rows in the schema of
+the task's hub dataset, so one formatter serves both.
 """
+
 from __future__ import annotations
 
 import csv
 import gzip
+import hashlib
+import inspect
 import io
 import json
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import datasets
 
@@ -79,12 +86,25 @@ def iter_tsv(path: Path, columns: list[str] | None = None, delimiter: str = "\t"
             if line_no == 1 and columns is not None and fields[0].strip() == columns[0]:
                 continue  # an optional header line
             if len(fields) < len(header):
-                missing = header[len(fields):]
+                missing = header[len(fields) :]
                 raise DataError(f"{path}: line {line_no} has {len(fields)} fields, missing {missing}")
             yield line_no, dict(zip(header, fields))
 
 
-def _generate(reader: Callable, path: str, signature: str, kwargs: dict):
+def code_signature(function: Callable) -> str:
+    """A digest of the code that turns a file into formatted rows: this package's modules (the
+    readers, formatters and `format_split`) and `function`'s own module, wherever it lives."""
+    parts = [f.read_text(encoding="utf-8") for f in sorted(Path(__file__).parent.glob("*.py"))]
+    module = sys.modules.get(getattr(function, "__module__", None) or "")
+    try:
+        parts.append(inspect.getsource(module) if module is not None else "")
+    except (OSError, TypeError):  # no source at hand (a frozen or interactive module): its compiled code
+        code = getattr(function, "__code__", None)
+        parts.append(repr(code.co_code) + repr(code.co_consts) if code is not None else "")
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def _generate(reader: Callable, path: str, signature: str, code: str, kwargs: dict):
     count = 0
     for row in reader(Path(path), **kwargs):
         count += 1
@@ -101,7 +121,14 @@ def from_file(reader: Callable[..., Iterator[dict]], path: Path, **kwargs) -> Ra
         raise FileNotFoundError(f"{path}: file not found")
     try:
         rows = datasets.Dataset.from_generator(
-            _generate, gen_kwargs={"reader": reader, "path": str(path), "signature": _signature(path), "kwargs": kwargs},
+            _generate,
+            gen_kwargs={
+                "reader": reader,
+                "path": str(path),
+                "signature": _signature(path),
+                "code": code_signature(reader),
+                "kwargs": kwargs,
+            },
         )
     except datasets.exceptions.DatasetGenerationError as err:
         cause = err.__cause__ or err.__context__
@@ -133,8 +160,10 @@ def find_file(config, split: str, candidates: list[str]) -> Path:
     for name in candidates:
         if (root / name).is_file():
             return root / name
-    raise FileNotFoundError(f"task {config.name}: no {split} file in {root} (looked for {', '.join(candidates)}); "
-                            f"set task.files.{split} to its path")
+    raise FileNotFoundError(
+        f"task {config.name}: no {split} file in {root} (looked for {', '.join(candidates)}); "
+        f"set task.files.{split} to its path"
+    )
 
 
 def use_local(config) -> bool:
