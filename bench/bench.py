@@ -557,7 +557,7 @@ def main(argv: list[str] | None = None) -> int:
     import datasets
     import transformers
 
-    from dpt_dist.monitor import write_text_atomic
+    from dpt_dist.files import write_text_atomic
 
     datasets.disable_progress_bars()
     transformers.logging.set_verbosity_error()

@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .files import make_shareable
+
 WEIGHTS = "prompt.safetensors"
 CONFIG = "prompt_config.json"
 MERGED_TABLE = "input_embeddings.safetensors"  # an ADePT export's merged input table E + f(E)
@@ -46,6 +48,7 @@ def write_artifact(
             "dtypes": {k: str(v.dtype).replace("torch.", "") for k, v in tensors.items()},
         }
         (tmp / CONFIG).write_text(json.dumps(meta, indent=2, sort_keys=True, default=str))
+        make_shareable(tmp)  # mkdtemp made it private; the artifact is for others to load too
         if out.exists():
             old = out.with_name(f".{out.name}.old{os.getpid()}")
             out.rename(old)
@@ -59,14 +62,30 @@ def write_artifact(
     return str(out)
 
 
+def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """A safetensors file, or one ValueError naming it when it is truncated or not safetensors."""
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise
+    except Exception as err:  # noqa: BLE001 - SafetensorError, OSError, ...: one clear line
+        detail = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+        raise ValueError(f"{path}: damaged or not a safetensors file ({detail})") from None
+
+
 def read_artifact(artifact_dir: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
     path = Path(artifact_dir)
     if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
         raise FileNotFoundError(f"{path}: not a prompt artifact (expected {CONFIG} and {WEIGHTS})")
     try:
         meta = json.loads((path / CONFIG).read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path / CONFIG}: invalid JSON ({err})") from None
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    prompt = meta.get("prompt") if isinstance(meta, dict) else None
+    if not isinstance(prompt, dict) or "method" not in prompt or not isinstance(meta.get("embed_dim"), int):
+        raise ValueError(
+            f"{path / CONFIG}: not a prompt artifact's config (it needs 'prompt' with a 'method', and 'embed_dim')"
+        )
+    if not isinstance(meta.get("format_version", 0), int) or meta.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"{path}: artifact format {meta['format_version']} is newer than this dpt_dist understands")
-    return meta, load_file(str(path / WEIGHTS))
+    return meta, read_tensors(path / WEIGHTS)

@@ -39,6 +39,8 @@ from transformers import (
 )
 from transformers.utils import is_gguf_available
 
+from .files import make_shareable
+
 # Sizes of the presets; `model.overrides` in the run config changes any field (e.g. d_model).
 TINY_PRESETS = {
     "tiny-t5": dict(
@@ -131,6 +133,7 @@ def convert_gguf(path: str | Path) -> str:
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         _write_float_checkpoint(path, digest, tmp)
+        make_shareable(tmp)  # a cache other users of the machine may share
         if target.exists():  # another process converted the same file meanwhile: keep theirs
             shutil.rmtree(tmp)
         else:

@@ -26,6 +26,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from .files import make_shareable
+
 COMPLETE = "COMPLETE"
 STATE = "state.safetensors"
 TRAINER = "trainer_state.json"
@@ -57,6 +59,7 @@ def write(root: str | Path, step: int, tensors: dict[str, torch.Tensor], trainer
         with open(tmp / name, "rb") as f:
             os.fsync(f.fileno())
     (tmp / COMPLETE).write_text(f"step {step}\n")
+    make_shareable(tmp)
     _fsync_dir(tmp)
     if final.exists():  # the same step written again (e.g. a rerun): replace it whole
         shutil.rmtree(final)
@@ -88,12 +91,26 @@ def complete(root: str | Path) -> list[tuple[int, Path]]:
     return sorted(found)
 
 
-def resolve(spec: str, root: str | Path) -> Path | None:
-    """`--resume` value -> a checkpoint directory. "latest": the newest complete one under
-    root (None if there is none yet: a fresh start); otherwise a path that must be complete."""
+def resolve(spec: str, root: str | Path, on_skip=None) -> Path | None:
+    """`--resume` value -> a checkpoint directory. "latest": the newest complete checkpoint
+    under root that reads back intact (a damaged one is reported through `on_skip(path, error)`
+    and the one before it tried); None if there is none yet (a fresh start). Otherwise a path
+    that must be a complete, intact checkpoint."""
     if spec == "latest":
         found = complete(root)
-        return found[-1][1] if found else None
+        for _, path in reversed(found):
+            try:
+                read(path)
+                return path
+            except ValueError as err:
+                if on_skip is not None:
+                    on_skip(path, err)
+        if found:
+            raise ValueError(
+                f"--resume: every checkpoint in {root} is damaged ({', '.join(p.name for _, p in found)}); "
+                "remove them to start afresh"
+            )
+        return None
     path = Path(spec)
     if not path.is_dir():
         raise FileNotFoundError(f"--resume {spec}: no such checkpoint directory")
@@ -102,7 +119,11 @@ def resolve(spec: str, root: str | Path) -> Path | None:
             f"--resume {spec}: incomplete checkpoint (no {COMPLETE} marker: it was being written when its job "
             f"stopped); use an earlier one or --resume latest"
         )
+    read(path)
     return path
+
+
+REQUIRED_STATE = ("step", "config", "world_size")  # what resuming reads before anything else
 
 
 def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
@@ -110,9 +131,14 @@ def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     if not (path / COMPLETE).is_file():
         raise ValueError(f"{path}: incomplete checkpoint (no {COMPLETE} marker)")
     try:
-        return load_file(str(path / STATE)), json.loads((path / TRAINER).read_text())
-    except (OSError, json.JSONDecodeError, Exception) as err:  # noqa: BLE001 - a damaged file is one clear error
-        raise ValueError(f"{path}: damaged checkpoint ({type(err).__name__}: {err})") from None
+        tensors, state = load_file(str(path / STATE)), json.loads((path / TRAINER).read_text())
+    except Exception as err:  # noqa: BLE001 - a damaged file (OSError, SafetensorError, bad JSON) is one clear error
+        detail = str(err).splitlines()[0][:200] if str(err) else ""
+        raise ValueError(f"{path}: damaged checkpoint ({type(err).__name__}: {detail})") from None
+    missing = [key for key in REQUIRED_STATE if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise ValueError(f"{path}: damaged checkpoint ({TRAINER} lacks {', '.join(missing)})")
+    return tensors, state
 
 
 def prune(root: str | Path, keep: int, protect: set[int]) -> None:

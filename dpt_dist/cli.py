@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
+import signal
 import sys
 import time
 from pathlib import Path
@@ -37,7 +40,10 @@ def _quiet_libraries() -> None:
 
 
 def _add_eval_mbpp(sub) -> None:
-    mbpp = sub.add_parser("eval-mbpp", help="score MBPP completions by running them in the sandbox (pass@k)")
+    mbpp = sub.add_parser(
+        "eval-mbpp",
+        help="score MBPP completions by running them in the sandbox (pass@k)",
+    )
     mbpp.add_argument(
         "--completions",
         required=True,
@@ -55,15 +61,31 @@ def _add_eval_mbpp(sub) -> None:
         help="score exactly this split's problems: all, test, validation, train, prompt, "
         "5050-train, 5050-test (default: the problems the completions name)",
     )
-    mbpp.add_argument("--out", required=True, help="directory for samples.jsonl, problems.jsonl and summary.json")
-    mbpp.add_argument("--workers", type=int, default=None, help="parallel sandbox workers (default: one per CPU)")
-    mbpp.add_argument("--timeout", type=float, default=10.0, help="CPU seconds per program (wall clock: 3x + 5 s)")
+    mbpp.add_argument(
+        "--out",
+        required=True,
+        help="directory for samples.jsonl, problems.jsonl and summary.json",
+    )
+    mbpp.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="parallel sandbox workers (default: one per CPU)",
+    )
+    mbpp.add_argument(
+        "--timeout",
+        type=float,
+        default=10.0,
+        help="CPU seconds per program (wall clock: 3x + 5 s)",
+    )
     mbpp.add_argument("--memory-mb", type=int, default=1024, help="address-space limit per program")
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="dpt-dist", description="Decomposed prompt tuning of frozen LMs under DeepSpeed.", usage=USAGE
+        prog="dpt-dist",
+        description="Decomposed prompt tuning of frozen LMs under DeepSpeed.",
+        usage=USAGE,
     )
     # the deepspeed launcher passes --local_rank=N before the subcommand (LOCAL_RANK is also set)
     parser.add_argument("--local_rank", type=int, default=None, help=argparse.SUPPRESS)
@@ -71,9 +93,15 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a soft prompt on a frozen backbone")
     train.add_argument("config", help="YAML run config, or the name of a preset (dpt-dist presets)")
     train.add_argument(
-        "--dry-run", action="store_true", help="build data, model and engine config, print the parameter count, exit"
+        "--dry-run",
+        action="store_true",
+        help="build data, model and engine config, print the parameter count, exit",
     )
-    train.add_argument("--allow-code-execution", action="store_true", help=ALLOW_HELP + "; MBPP training needs it")
+    train.add_argument(
+        "--allow-code-execution",
+        action="store_true",
+        help=ALLOW_HELP + "; MBPP training needs it",
+    )
     train.add_argument(
         "--resume",
         nargs="?",
@@ -84,18 +112,35 @@ def build_parser() -> argparse.ArgumentParser:
         "a fresh start if there is none yet",
     )
     _add_eval_mbpp(sub)
-    exp = sub.add_parser("export", help="fold a trained prompt for inference (DPT: A.B; ADePT: merged input table)")
+    exp = sub.add_parser(
+        "export",
+        help="fold a trained prompt for inference (DPT: A.B; ADePT: merged input table)",
+    )
     exp.add_argument("artifact", help="a prompt artifact directory (OUTPUT_DIR/prompt)")
     exp.add_argument("--out", required=True, help="directory for the exported artifact")
-    exp.add_argument("--merge-embeddings", action="store_true", help="ADePT: precompute E + f(E) over the vocabulary")
-    exp.add_argument("--backbone", default=None, help="base model (default: the one recorded in the artifact)")
+    exp.add_argument(
+        "--merge-embeddings",
+        action="store_true",
+        help="ADePT: precompute E + f(E) over the vocabulary",
+    )
+    exp.add_argument(
+        "--backbone",
+        default=None,
+        help="base model (default: the one recorded in the artifact)",
+    )
     pred = sub.add_parser("predict", help="generate with a backbone + prompt artifact (exported or not)")
     pred.add_argument("artifact", help="a prompt artifact directory")
     source = pred.add_mutually_exclusive_group(required=True)
     source.add_argument("--input", help="JSONL with a 'source' (or 'input' / 'text') field per line")
     source.add_argument("--text", nargs="+", help="one or more input texts")
-    pred.add_argument("--backbone", default=None, help="base model (default: the one recorded in the artifact)")
-    pred.add_argument("--max-new-tokens", type=int, default=32)
+    pred.add_argument(
+        "--backbone",
+        default=None,
+        help="base model (default: the one recorded in the artifact)",
+    )
+    pred.add_argument(
+        "--max-new-tokens", type=int, default=None, help="generation budget (default: the training run's, else 32)"
+    )
     pred.add_argument("--batch-size", type=int, default=16)
     pred.add_argument("--out", default=None, help="JSONL output (default: print to stdout)")
     sub.add_parser("tasks", help="list the tasks, their split protocol and metrics")
@@ -123,6 +168,23 @@ def main(argv: list[str] | None = None) -> int:
         return _eval_mbpp(args) if not overrides else parser.error(f"unrecognized arguments: {' '.join(overrides)}")
     if overrides and args.command != "train":
         parser.error(f"unrecognized arguments: {' '.join(overrides)}")
+    from .interrupts import Interrupted, StopRequest
+
+    try:
+        with StopRequest().installed():  # from here on a SIGINT / SIGTERM ends in one line
+            return _train_command(args, overrides)
+    except (Interrupted, KeyboardInterrupt) as err:
+        signum, phase = (
+            getattr(err, "signum", signal.SIGINT),
+            getattr(err, "phase", "start-up"),
+        )
+        return _interrupted(
+            signum,
+            f"during {phase}; nothing of this run was lost, but nothing was trained either",
+        )
+
+
+def _train_command(args, overrides: list[str]) -> int:
     _quiet_libraries()
     from .config import load_config, preset_path
 
@@ -134,13 +196,53 @@ def main(argv: list[str] | None = None) -> int:
     return _train(cfg, args)
 
 
+def resume_command(argv: list[str]) -> str:
+    """This command line with `--resume` (latest) instead of any --resume it had."""
+    kept, skip = [], False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+            continue
+        if arg == "--resume":
+            skip = i + 1 < len(argv) and not argv[i + 1].startswith("--")
+            continue
+        if not arg.startswith("--resume="):
+            kept.append(arg)
+    return shlex.join(["dpt-dist", *kept, "--resume"])
+
+
+def _interrupted(signum: int, where: str) -> int:
+    """One line for a SIGINT / SIGTERM, and the conventional exit status 128 + signal."""
+    # only if it is loaded already: an interrupt during `import torch` leaves torch half-imported
+    dist = sys.modules.get(f"{__package__}.dist")
+    rank = dist.rank() if dist is not None else int(os.environ.get("RANK", "0") or 0)
+    if rank == 0:
+        print(f"dpt-dist: stopped by {signal.Signals(signum).name} {where}", file=sys.stderr, flush=True)
+    if dist is not None:
+        dist.shutdown(together=False)
+    return 128 + signum
+
+
 def _train(cfg, args) -> int:
     from . import dist
+    from .interrupts import Interrupted
     from .train import run
 
     try:
-        run(cfg, dry_run=args.dry_run, allow_code_execution=args.allow_code_execution, resume=args.resume)
-    except (ValueError, FileNotFoundError, PermissionError) as err:
+        result = run(
+            cfg,
+            dry_run=args.dry_run,
+            allow_code_execution=args.allow_code_execution,
+            resume=args.resume,
+        )
+    except Interrupted as err:
+        return _interrupted(
+            err.signum,
+            f"during {err.phase}; every checkpoint in {cfg.train.output_dir}/checkpoints is complete, and this "
+            f"continues from the newest (or starts afresh): {resume_command(sys.argv[1:])}",
+        )
+    # bad input, and unwritable or missing files: one line
+    except (ValueError, OSError) as err:
         print(f"dpt-dist: error: {err}", file=sys.stderr)
         dist.shutdown(together=False)
         return 2
@@ -162,6 +264,12 @@ def _train(cfg, args) -> int:
     except BaseException:
         dist.shutdown(together=False)
         raise
+    if result.status == "interrupted":
+        return _interrupted(
+            result.signal,
+            f"after step {result.steps_run}/{result.steps}; checkpoint {result.checkpoint} is "
+            f"complete. Continue with: {resume_command(sys.argv[1:])}",
+        )
     dist.shutdown()
     return 0
 
@@ -174,7 +282,10 @@ def _load_for_inference(artifact: str, backbone_path: str | None):
     if backbone_path:
         path = tokenizer = resolve_backbone(backbone_path)
     else:
-        path, tokenizer = meta.get("base_model"), meta.get("tokenizer") or meta.get("base_model")
+        path, tokenizer = (
+            meta.get("base_model"),
+            meta.get("tokenizer") or meta.get("base_model"),
+        )
         if path and not Path(path).exists() and meta.get("base_model_name"):
             # the converted checkpoint of a GGUF base model is a cache entry: make it again if it went
             path = tokenizer = resolve_backbone(meta["base_model_name"])
@@ -187,7 +298,12 @@ def _export(args) -> int:
     from .export import export
 
     backbone = _load_for_inference(args.artifact, args.backbone)[1] if args.merge_embeddings else None
-    out = export(args.artifact, args.out, merge_embeddings=args.merge_embeddings, backbone=backbone)
+    out = export(
+        args.artifact,
+        args.out,
+        merge_embeddings=args.merge_embeddings,
+        backbone=backbone,
+    )
     print(f"exported {args.artifact} -> {out}")
     return 0
 
@@ -195,9 +311,9 @@ def _export(args) -> int:
 def _predict(args) -> int:
     import torch
 
-    from .data import collate_generate
+    from .data import collate_generate, encode_sources
+    from .files import write_jsonl_atomic
     from .model import PromptedModel
-    from .monitor import write_jsonl_atomic
 
     if args.input:
         from .tasks.sources import iter_jsonl
@@ -210,21 +326,26 @@ def _predict(args) -> int:
             texts.append(text)
     else:
         texts = args.text
-    _, backbone, tokenizer = _load_for_inference(args.artifact, args.backbone)
-    model = PromptedModel.from_pretrained(backbone, args.artifact).eval()
+    meta, backbone, tokenizer = _load_for_inference(args.artifact, args.backbone)
+    model = PromptedModel.from_pretrained(backbone, args.artifact)  # eval mode
     encoder_decoder = model.is_encoder_decoder
+    # the inputs are cut as the run that trained the artifact cut them (its max_source_length,
+    # from the end or, for MBPP, from the start); artifacts older than that record are not cut
+    max_source = meta.get("max_source_length") or 10**9
+    max_new_tokens = args.max_new_tokens or meta.get("max_new_tokens") or 32
     rows = []
     for start in range(0, len(texts), args.batch_size):
         chunk = texts[start : start + args.batch_size]
-        ids = tokenizer(chunk, add_special_tokens=encoder_decoder)["input_ids"]
-        bos = tokenizer.bos_token_id
-        if not encoder_decoder and bos is not None and bos != tokenizer.eos_token_id:  # as training tokenised it
-            ids = [[bos, *i] for i in ids]
-        batch = collate_generate([{"prompt_ids": i} for i in ids], tokenizer.pad_token_id, left=not encoder_decoder)
+        ids = encode_sources(chunk, tokenizer, encoder_decoder, max_source, meta.get("truncate_source_left", False))
+        batch = collate_generate(
+            [{"prompt_ids": i} for i in ids],
+            tokenizer.pad_token_id,
+            left=not encoder_decoder,
+        )
         with torch.no_grad():
             out = model.generate(
                 **batch,
-                max_new_tokens=args.max_new_tokens,
+                max_new_tokens=max_new_tokens,
                 do_sample=False,
                 num_beams=1,
                 pad_token_id=tokenizer.pad_token_id,
@@ -243,9 +364,16 @@ def _predict(args) -> int:
 
 
 def _eval_mbpp(args) -> int:
-    from .monitor import write_json_atomic, write_jsonl_atomic
+    from .files import check_writable, write_json_atomic, write_jsonl_atomic
     from .sandbox import Limits
-    from .tasks.mbpp import SHIPPED_MBPP, SPLITS, execute, in_split, load_problems, read_completions
+    from .tasks.mbpp import (
+        SHIPPED_MBPP,
+        SPLITS,
+        execute,
+        in_split,
+        load_problems,
+        read_completions,
+    )
 
     def fail(message: str) -> int:
         print(f"dpt-dist eval-mbpp: error: {message}", file=sys.stderr)
@@ -255,8 +383,16 @@ def _eval_mbpp(args) -> int:
         return fail("refusing to execute model-generated code without --allow-code-execution")
     if args.split is not None and args.split not in SPLITS:
         return fail(f"--split {args.split!r}: choose one of {', '.join(SPLITS)}")
+    for flag, value, low in (
+        ("--timeout", args.timeout, 0.1),
+        ("--memory-mb", args.memory_mb, 64),
+        ("--workers", args.workers, 1),
+    ):
+        if value is not None and not value >= low:
+            return fail(f"{flag} must be at least {low:g}, got {value}")
     data = Path(args.data) if args.data else SHIPPED_MBPP
     try:
+        check_writable(args.out, "--out")  # before minutes of execution, not after
         limits = Limits(cpu_seconds=args.timeout, memory_mb=args.memory_mb)
         problems = load_problems(data)
         samples = read_completions(args.completions)
@@ -272,7 +408,11 @@ def _eval_mbpp(args) -> int:
                 )
         started = time.time()
         sample_rows, problem_rows, summary = execute(
-            problems, samples, allow_code_execution=True, limits=limits, workers=args.workers
+            problems,
+            samples,
+            allow_code_execution=True,
+            limits=limits,
+            workers=args.workers,
         )
         summary.update(
             seconds=round(time.time() - started, 2),
@@ -280,12 +420,15 @@ def _eval_mbpp(args) -> int:
             completions=str(args.completions),
             split=args.split or "the problems named in the completions",
         )
-    except (ValueError, FileNotFoundError, PermissionError) as err:
+    except (ValueError, OSError) as err:
         return fail(str(err))
     out = Path(args.out)
-    write_jsonl_atomic(out / "samples.jsonl", sample_rows)
-    write_jsonl_atomic(out / "problems.jsonl", problem_rows)
-    write_json_atomic(out / "summary.json", summary)
+    try:
+        write_jsonl_atomic(out / "samples.jsonl", sample_rows)
+        write_jsonl_atomic(out / "problems.jsonl", problem_rows)
+        write_json_atomic(out / "summary.json", summary)
+    except OSError as err:
+        return fail(f"--out {out}: {err}")
     passes = ", ".join(f"{k} {v:.2f}" for k, v in summary.items() if k.startswith("pass@"))
     print(f"{summary['problems']} problems, {summary['samples']} samples in {summary['seconds']} s: {passes}")
     print(f"statuses: {summary['status_counts']}")

@@ -1,14 +1,30 @@
-"""Run configuration: plain YAML mapped onto dataclasses, with `--section.key value` overrides."""
+"""Run configuration: plain YAML mapped onto dataclasses, with `--section.key value` overrides.
+
+Every value is checked where it enters, against its field's type (an integer field takes an
+integer, or a number that is exactly one: `1e4`; never 2.5 or true) and its range, and a bad
+one is reported against where it came from: the YAML file, or the command line's `--key`.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
 from .prompts import PROMPT_METHODS, PromptConfig, make_prompt_config
+from .prompts.base import all_config_fields
+
+
+def _at_least(section: str, obj, names: tuple[str, ...], low: float, strict: bool = False) -> None:
+    """Range checks: every named field (None allowed where the field is optional) >= low (> low)."""
+    for name in names:
+        value = getattr(obj, name)
+        if value is not None and (value <= low if strict else value < low):
+            raise ValueError(f"{section}.{name} must be {'>' if strict else '>='} {low:g}, got {value}")
 
 
 @dataclass
@@ -21,17 +37,21 @@ class ModelConfig:
     gradient_checkpointing: bool = False  # recompute backbone activations in backward (long inputs)
 
     def __post_init__(self):
+        if not self.name:
+            raise ValueError("model.name must name a backbone (a hub id, a directory, a .gguf file or a preset)")
         if self.dtype not in ("fp32", "bf16", "fp16"):
             raise ValueError(f"model.dtype must be fp32 or bf16, got {self.dtype!r}")
+        if self.dropout is not None and not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"model.dropout must be in [0, 1), got {self.dropout}")
+        _at_least("model", self, ("tokenizer_vocab_size",), 32)
 
 
 @dataclass
 class TaskConfig:
     name: str = "cb"  # `dpt-dist tasks` lists them
     data_dir: str | None = None  # local directory of the original files; None loads the hub dataset
-    files: dict = field(
-        default_factory=dict
-    )  # per official split, a file path (overrides data_dir), e.g. {train: a.jsonl}
+    # per official split, a file path (overrides data_dir), e.g. {train: a.jsonl}
+    files: dict = field(default_factory=dict)
     subset: str | None = None  # WinoGrande training size (xs, s, m, l, xl; default xl)
     split_mode: str = "dept"  # dept: the DePT/ADePT protocol splits | official: report on official validation
     validation_size: int = 1000  # large tasks: training rows moved to validation (DePT protocol)
@@ -58,10 +78,12 @@ class TaskConfig:
                 f"task.files: unknown split(s) {sorted(unknown)}; use train, validation, test "
                 "(MNLI: validation_matched, validation_mismatched)"
             )
-        if self.validation_size < 1:
-            raise ValueError(f"task.validation_size must be >= 1, got {self.validation_size}")
-        if self.num_samples < 1:
-            raise ValueError(f"task.num_samples must be >= 1, got {self.num_samples}")
+        if not self.name:
+            raise ValueError("task.name must name a task (dpt-dist tasks lists them)")
+        if not all(isinstance(v, str) and v for v in self.files.values()):
+            raise ValueError(f"task.files: every split needs a file path, got {self.files!r}")
+        counts = ("validation_size", "num_samples", "max_source_length", "max_target_length", "max_new_tokens")
+        _at_least("task", self, counts + ("max_train_examples", "max_eval_examples", "max_test_examples"), 1)
         if self.temperature is not None and self.temperature <= 0:
             raise ValueError(f"task.temperature must be > 0, got {self.temperature}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
@@ -101,22 +123,18 @@ class TrainConfig:
     eval_batch_size: int = 16
     checkpoint_every: int = 0  # write a resumable checkpoint every N steps (and after the last); 0: never
     keep_checkpoints: int = 2  # the newest K checkpoints are kept, plus the one of the best validation step
-    max_steps_per_run: int | None = (
-        None  # stop this run after N steps with a checkpoint (time-limited jobs); --resume continues
-    )
+    # stop this run after N steps with a checkpoint (time-limited jobs); --resume continues
+    max_steps_per_run: int | None = None
     spectrum_every: int = 50  # log the singular values of the effective prompt every N steps (0: never)
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "micro_batch_size", "eval_batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"train.{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("eval_every", "early_stopping_patience", "checkpoint_every", "keep_checkpoints", "spectrum_every"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
-        if self.max_steps_per_run is not None and self.max_steps_per_run < 1:
-            raise ValueError(f"train.max_steps_per_run must be >= 1, got {self.max_steps_per_run}")
-        if self.epochs is not None and self.epochs <= 0:
-            raise ValueError(f"train.epochs must be > 0, got {self.epochs}")
+        if not self.output_dir:
+            raise ValueError("train.output_dir must be a directory path")
+        positive = ("steps", "batch_size", "micro_batch_size", "eval_batch_size", "log_every", "max_steps_per_run")
+        _at_least("train", self, positive, 1)
+        counts = ("eval_every", "early_stopping_patience", "checkpoint_every", "keep_checkpoints", "spectrum_every")
+        _at_least("train", self, counts + ("warmup_steps", "prompt_lr", "network_lr", "weight_decay", "grad_clip"), 0)
+        _at_least("train", self, ("epochs", "adam_eps"), 0, strict=True)
 
 
 @dataclass
@@ -183,48 +201,94 @@ def deep_merge(base: dict, extra: dict) -> dict:
     return out
 
 
-def _coerce(cls, section: str, values: dict) -> dict:
-    """YAML 1.1 reads `1e-4` as a string: convert numbers for float/int fields, clearly or not at all."""
+def _number(where: str, value, integer: bool):
+    """YAML 1.1 reads `1e-4` and `1e4` as strings: numbers are accepted from either spelling."""
+    kind = "an integer" if integer else "a number"
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(f"{where} must be {kind}, got {value!r}")
+    try:
+        number = float(value) if not isinstance(value, int) else value
+    except ValueError:
+        raise ValueError(f"{where} must be {kind}, got {value!r}") from None
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError(f"{where} must be a finite number, got {value!r}")
+    if integer:
+        if isinstance(number, float) and not number.is_integer():
+            raise ValueError(f"{where} must be an integer, got {value!r}")
+        return int(number)
+    return float(number)
+
+
+def _typed(where: str, annotation: str, value):
+    """`value` as the field's type (int, float, str, bool, dict, list[str]; `| None`), or one clear error."""
+    kind = annotation.replace(" | None", "")
+    if value is None:
+        if annotation.endswith("| None"):
+            return None
+        raise ValueError(f"{where} must be set (got null)")
+    if kind in ("int", "float"):
+        return _number(where, value, integer=kind == "int")
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"{where} must be true or false, got {value!r}")
+        return value
+    if kind == "str":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)  # e.g. an output directory named 2026
+        if not isinstance(value, str):
+            raise ValueError(f"{where} must be a string, got {value!r}")
+        return value
+    if kind == "dict" and not isinstance(value, dict):
+        raise ValueError(f"{where} must be a mapping, got {value!r}")
+    if kind == "list[str]" and not (isinstance(value, list) and all(isinstance(v, str) and v for v in value)):
+        raise ValueError(f"{where} must be a list of names, got {value!r}")
+    return value
+
+
+def _check_types(cls, section: str, values: dict) -> dict:
     types = {f.name: str(f.type) for f in dataclasses.fields(cls)}
-    out = dict(values)
-    for key, value in values.items():
-        kind = types.get(key, "").replace(" | None", "")
-        if isinstance(value, str) and kind in ("float", "int"):
-            try:
-                out[key] = float(value) if kind == "float" else int(value)
-            except ValueError:
-                raise ValueError(f"{section}.{key} must be a number, got {value!r}") from None
-        elif isinstance(value, int) and not isinstance(value, bool) and kind == "float":
-            out[key] = float(value)
-    return out
+    return {
+        key: _typed(f"{section}.{key}", types[key], value) if key in types else value for key, value in values.items()
+    }
+
+
+def check_keys(tree: dict, source: str) -> None:
+    """Unknown sections and keys, reported against `source` (a file, or the command line)."""
+    if not isinstance(tree, dict):
+        raise ValueError(f"{source}: expected a mapping of sections, got {type(tree).__name__}")
+    for name, values in tree.items():
+        if name not in _SECTION_TYPES:
+            raise ValueError(f"{source}: unknown section {name!r}; sections are {sorted(_SECTION_TYPES)}")
+        if values is not None and not isinstance(values, dict):
+            raise ValueError(f"{source}: section {name!r} must be a mapping of keys to values, got {values!r}")
+        known = all_config_fields() if name == "prompt" else {f.name for f in dataclasses.fields(_SECTION_TYPES[name])}
+        unknown = sorted(set(values or {}) - known)
+        if unknown:
+            spelled = ", ".join(f"--{name}.{k}" for k in unknown) if source == "command line" else repr(unknown)
+            raise ValueError(f"{source}: unknown key(s) {spelled} in section {name!r}; known: {sorted(known)}")
 
 
 def _build_section(name: str, values: dict):
     if name == "prompt":  # the chosen method's own config class (prompts/): it names what it ignores
         method = values.get("method", PromptConfig.method)
         config_class = PROMPT_METHODS[method].config_class if method in PROMPT_METHODS else PromptConfig
-        return make_prompt_config(_coerce(config_class, name, values))
+        return make_prompt_config(_check_types(config_class, name, values))
     cls = _SECTION_TYPES[name]
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = set(values) - known
-    if unknown:
-        raise ValueError(f"unknown key(s) {sorted(unknown)} in section {name!r}; known: {sorted(known)}")
-    return cls(**_coerce(cls, name, values))
+    return cls(**_check_types(cls, name, values))
 
 
-def build_config(tree: dict, source: str = "config") -> RunConfig:
-    if not isinstance(tree, dict):
-        raise ValueError(f"{source}: expected a mapping of sections, got {type(tree).__name__}")
+def build_config(tree: dict, source: str = "config", overridden: frozenset[str] = frozenset()) -> RunConfig:
+    """RunConfig from a tree of sections. An error about a `section.key` in `overridden` (given on
+    the command line) is reported against the command line, any other against `source`."""
+    check_keys(tree, source)
     sections = {}
     for name, value in tree.items():
-        if name not in _SECTION_TYPES:
-            raise ValueError(f"{source}: unknown section {name!r}; sections are {sorted(_SECTION_TYPES)}")
-        if value is not None and not isinstance(value, dict):
-            raise ValueError(f"{source}: section {name!r} must be a mapping of keys to values, got {value!r}")
         try:
             sections[name] = _build_section(name, value or {})
         except (TypeError, ValueError) as err:
-            raise ValueError(f"{source}: {err}") from None
+            key = re.match(r"(\w+\.\w+)", str(err))
+            where = f"command line (--{key.group(1)})" if key and key.group(1) in overridden else source
+            raise ValueError(f"{where}: {err}") from None
     return RunConfig(**sections)
 
 
@@ -250,13 +314,17 @@ def load_config(path: str | Path | None, overrides: list[str] | None = None) -> 
         if not path.is_file():
             raise FileNotFoundError(f"config file {path} does not exist")
         try:
-            tree = yaml.safe_load(path.read_text()) or {}
+            tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         except yaml.YAMLError as err:
             raise ValueError(f"{path}: invalid YAML ({err})") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{path}: not a YAML file (not UTF-8 text)") from None
     extra = parse_overrides(overrides or [])
+    check_keys(extra, "command line")  # a misspelt --key is the command line's fault, not the file's
+    overridden = frozenset(f"{section}.{key}" for section, keys in extra.items() for key in (keys or {}))
     if "steps" in extra.get("train", {}) and "epochs" not in extra["train"]:
         # `--train.steps N` on the command line means N steps, also when the YAML (a paper
         # preset) counts in epochs, which would otherwise replace it
         extra["train"]["epochs"] = None
     tree = deep_merge(tree, extra)
-    return build_config(tree, str(path) if path else "config")
+    return build_config(tree, str(path) if path else "config", overridden)

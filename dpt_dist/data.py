@@ -7,10 +7,41 @@ batches at any world size, and each rank takes its share of every one. That is w
 
 from __future__ import annotations
 
+import hashlib
+from pathlib import Path
+
 import datasets
 import torch
 
 IGNORE_INDEX = -100  # labels with this value are not scored (padding, the source, the prompt)
+_CODE_DIGEST = hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def source_bos(tokenizer) -> list[int]:
+    """Decoder-only sources start with the tokenizer's BOS when it has a distinct one (Llama,
+    DeepSeek-Coder; not GPT-2 style BOS = EOS)."""
+    bos, eos = tokenizer.bos_token_id, tokenizer.eos_token_id
+    return [bos] if bos is not None and bos != eos else []
+
+
+def encode_sources(
+    sources: list[str], tokenizer, encoder_decoder: bool, max_source_length: int, keep_source_end: bool = False
+) -> list[list[int]]:
+    """Token ids of model inputs, truncated to `max_source_length` the way training saw them:
+    from the end (default) or from the start (`keep_source_end`, MBPP: the asserts matter);
+    T5 sources keep their final eos, decoder-only ones start with the BOS (source_bos)."""
+
+    def cut(ids: list[int], limit: int) -> list[int]:
+        return ids[-limit:] if keep_source_end else ids[:limit]
+
+    if encoder_decoder:
+        if keep_source_end:  # T5 ends every source with eos: keep it, cut from the left before it
+            return [cut(s[:-1], max_source_length - 1) + s[-1:] for s in tokenizer(sources)["input_ids"]]
+        return tokenizer(sources, truncation=True, max_length=max_source_length)["input_ids"]
+    bos = source_bos(tokenizer)
+    return [
+        bos + cut(s, max_source_length - len(bos)) for s in tokenizer(sources, add_special_tokens=False)["input_ids"]
+    ]
 
 
 def tokenize(
@@ -29,30 +60,18 @@ def tokenize(
     input is the source alone. The source is truncated, never the target's end-of-sequence.
     `fit_source(batch, tokenizer, max_source_length)` may first rewrite over-long sources (MRQA
     training keeps the window around the answer). `keep_source_end` truncates over-long sources
-    from the left instead (MBPP: the asserts at the end matter most). Decoder-only sources start
-    with the tokenizer's BOS when it has a distinct one (Llama, DeepSeek-Coder; not GPT-2 style
-    BOS = EOS). datasets caches the result: the same data and tokenizer are tokenised once, not
-    once per rank or per run.
+    from the left instead (MBPP: the asserts at the end matter most); see encode_sources, which
+    `dpt-dist predict` shares. datasets caches the result: the same data and tokenizer are
+    tokenised once, not once per rank or per run.
     """
     eos = tokenizer.eos_token_id
-    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None and tokenizer.bos_token_id != eos else []
 
-    def cut(ids: list[int], limit: int) -> list[int]:
-        return ids[-limit:] if keep_source_end else ids[:limit]
-
-    def encode(batch):
+    def encode(batch, code: str):  # `code` keys datasets' cache to this file's source (see below)
         sources = fit_source(batch, tokenizer, max_source_length) if fit_source else batch["source"]
+        src = encode_sources(sources, tokenizer, encoder_decoder, max_source_length, keep_source_end)
         if encoder_decoder:
-            if keep_source_end:  # T5 ends every source with eos: keep it, cut from the left before it
-                src = [cut(s[:-1], max_source_length - 1) + s[-1:] for s in tokenizer(sources)["input_ids"]]
-            else:
-                src = tokenizer(sources, truncation=True, max_length=max_source_length)["input_ids"]
             tgt = tokenizer(batch["target"], truncation=True, max_length=max_target_length)["input_ids"]
             return {"input_ids": src, "labels": tgt, "prompt_ids": src}
-        src = [
-            bos + cut(s, max_source_length - len(bos))
-            for s in tokenizer(sources, add_special_tokens=False)["input_ids"]
-        ]
         tgt = tokenizer(batch["target"], add_special_tokens=False, truncation=True, max_length=max_target_length - 1)[
             "input_ids"
         ]
@@ -63,7 +82,9 @@ def tokenize(
             "prompt_ids": src,
         }
 
-    return ds.map(encode, batched=True, desc="tokenize")
+    # datasets fingerprints a function by its own code and pickles module-level helpers by name:
+    # without this digest a changed encode_sources would still be served from the old cache
+    return ds.map(encode, batched=True, desc="tokenize", fn_kwargs={"code": _CODE_DIGEST})
 
 
 def pad(sequences: list[list[int]], value: int, left: bool = False) -> torch.Tensor:

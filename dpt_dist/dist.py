@@ -30,7 +30,13 @@ def world_size() -> int:
 def launcher_rank() -> int:
     """This process's rank as its launcher announced it (torchrun / deepspeed: RANK; mpirun,
     srun: their own variables), readable before the process group exists."""
-    for name in ("RANK", "OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"):
+    for name in (
+        "RANK",
+        "OMPI_COMM_WORLD_RANK",
+        "PMI_RANK",
+        "PMIX_RANK",
+        "SLURM_PROCID",
+    ):
         if os.environ.get(name, "").isdigit():
             return int(os.environ[name])
     return 0
@@ -47,6 +53,11 @@ def all_reduce_sum(value: float | int) -> float:
     if _active():
         dist.all_reduce(t)
     return t.item()
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on any rank (e.g. a signal that reached one)."""
+    return all_reduce_sum(1.0 if flag else 0.0) > 0
 
 
 def all_gather_objects(obj) -> list:

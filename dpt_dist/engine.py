@@ -86,8 +86,12 @@ def build_ds_config(
     path = resolve_ds_config(spec)
     try:
         cfg = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"deepspeed.config {path}: invalid JSON ({err})") from None
+    if not isinstance(cfg, dict):
+        raise ValueError(f"deepspeed.config {path}: a DeepSpeed config is a JSON object, got {type(cfg).__name__}")
+    if not isinstance(cfg.get("zero_optimization", {}), dict):
+        raise ValueError(f"deepspeed.config {path}: zero_optimization must be an object")
     cfg = deep_merge(cfg, overrides or {})
     if dtype == "fp16" or cfg.get("fp16", {}).get("enabled"):
         if not torch.cuda.is_available():

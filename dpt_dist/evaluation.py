@@ -15,7 +15,7 @@ import torch
 
 from . import dist
 from .data import collate_generate, eval_shard
-from .monitor import write_jsonl_atomic
+from .files import write_jsonl_atomic
 from .tasks.metrics import majority_share
 
 

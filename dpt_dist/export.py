@@ -22,6 +22,18 @@ import torch
 from .artifact import MERGED_TABLE, read_artifact, write_artifact
 from .prompts import PROMPT_METHODS, PromptConfig, build_prompt, make_prompt_config
 
+# what an export keeps of its artifact's record: the base model, and how inputs were fed
+CARRIED = (
+    "base_model",
+    "base_model_name",
+    "tokenizer",
+    "task",
+    "steps",
+    "max_source_length",
+    "truncate_source_left",
+    "max_new_tokens",
+)
+
 
 def _load_method(artifact_dir: str):
     meta, state = read_artifact(artifact_dir)
@@ -72,7 +84,7 @@ def export(artifact_dir: str, out_dir: str, merge_embeddings: bool = False, back
                 f"{artifact_dir}: trained for embedding size {meta['embed_dim']}, the backbone has {table.shape[1]}"
             )
         extra[MERGED_TABLE] = {"weight": merged_input_table(method, table)}
-    carried = {k: v for k, v in meta.items() if k in ("base_model", "base_model_name", "tokenizer", "task", "steps")}
+    carried = {k: v for k, v in meta.items() if k in CARRIED}
     exported = PromptConfig(method="pt", length=prompt.shape[0], init="random")
     return write_artifact(
         out_dir,

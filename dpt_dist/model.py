@@ -16,11 +16,10 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 from torch import nn
 from transformers.utils import ModelOutput
 
-from .artifact import MERGED_TABLE, read_artifact, write_artifact
+from .artifact import MERGED_TABLE, read_artifact, read_tensors, write_artifact
 from .data import IGNORE_INDEX
 from .prompts import PromptConfig, PromptMethod, build_prompt, make_prompt_config
 
@@ -63,11 +62,14 @@ class PromptedModel(nn.Module):
         return cls(backbone, prompt.to(backbone.dtype))
 
     @classmethod
-    def from_pretrained(cls, backbone: nn.Module, artifact_dir: str) -> PromptedModel:
+    def from_pretrained(cls, backbone: nn.Module, artifact_dir: str, is_trainable: bool = False) -> PromptedModel:
         """Attach a saved prompt artifact to a backbone (one call, ready to generate)."""
         meta, state = read_artifact(artifact_dir)
         if meta.get("merged_input_embeddings"):  # an ADePT export: its offsets live in a merged input table
-            table = load_file(str(Path(artifact_dir) / MERGED_TABLE))["weight"]
+            merged = read_tensors(Path(artifact_dir) / MERGED_TABLE)
+            if "weight" not in merged:
+                raise ValueError(f"{Path(artifact_dir) / MERGED_TABLE}: holds no 'weight' table")
+            table = merged["weight"]
             expected = tuple(backbone.get_input_embeddings().weight.shape)
             if tuple(table.shape) != expected:
                 raise ValueError(
@@ -98,7 +100,9 @@ class PromptedModel(nn.Module):
                         f"the method expects {list(p.shape)}"
                     )
                 p.copy_(state[name].to(p.dtype))
-        return model
+        # ready for inference, as transformers and PEFT load models: dropout off (ADePT's offset
+        # network has some). is_trainable=True: in training mode, to train the prompt further.
+        return model.train(is_trainable)
 
     def trainable_named_parameters(self) -> list[tuple[str, nn.Parameter]]:
         """Everything that trains, by artifact key: a method's own tensors by their name in the

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import sys
 from pathlib import Path
 
 from tqdm import tqdm
+
+from .files import write_json_atomic
 
 log = logging.getLogger("dpt_dist")
 
@@ -119,20 +120,3 @@ class Monitor:
         if self.writer:
             self.writer.flush()
             self.writer.close()
-
-
-def write_text_atomic(path: str | Path, text: str) -> None:
-    """Readers see the old file or the new one, never half of one (temp file + rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def write_jsonl_atomic(path: str | Path, rows) -> None:
-    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-
-
-def write_json_atomic(path: str | Path, payload: dict) -> None:
-    write_text_atomic(path, json.dumps(payload, indent=2, sort_keys=True, default=str))

@@ -20,6 +20,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import shutil
+import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +35,9 @@ from .backbone import is_encoder_decoder, load_tokenizer
 from .config import RunConfig
 from .data import collate_train, global_batches, micro_batches_for_rank, tokenize
 from .evaluation import evaluate
-from .monitor import Monitor, log, peak_memory_mb, setup_logging, write_json_atomic
+from .files import check_writable, write_json_atomic
+from .interrupts import StopRequest
+from .monitor import Monitor, log, peak_memory_mb, setup_logging
 from .prompts import PROMPT_METHODS
 from .sandbox import OPT_IN_ERROR
 from .tasks import get_task, load_splits
@@ -105,7 +110,15 @@ class RunState:
         if "optimizer" not in saved:  # checkpoints written before RunState kept these at the top level
             saved = {
                 **saved,
-                "optimizer": {k: saved[k] for k in ("optimizer_step", "scheduler", "global_steps", "global_samples")},
+                "optimizer": {
+                    k: saved[k]
+                    for k in (
+                        "optimizer_step",
+                        "scheduler",
+                        "global_steps",
+                        "global_samples",
+                    )
+                },
             }
         values = {}
         for f in dataclasses.fields(cls):
@@ -121,9 +134,10 @@ class RunState:
 
 @dataclass
 class RunResult:
-    """What a run returns, whether it finished, paused (train.max_steps_per_run) or was a dry run."""
+    """What a run returns, whether it finished, paused (train.max_steps_per_run), was stopped by
+    a signal, or was a dry run."""
 
-    status: str  # finished | paused | dry_run
+    status: str  # finished | paused | interrupted | dry_run
     steps: int  # the run's step budget
     steps_run: int  # steps done, this run and the ones it resumed
     trainable_params: int
@@ -133,6 +147,7 @@ class RunResult:
     checkpoint: str | None = None  # paused: what --resume continues from
     metrics: dict | None = None  # finished: the content of metrics.json
     metrics_path: str | None = None  # finished, rank 0: where metrics.json was written
+    signal: int | None = None  # interrupted: the signal that stopped it
 
 
 def resolve_steps(train_cfg, num_train: int) -> int:
@@ -185,21 +200,39 @@ class TrainingRecipe:
     runs on every rank after each step. Tasks scored by running generated code (MBPP) need
     `allow_code_execution` (--allow-code-execution)."""
 
-    def __init__(self, cfg: RunConfig, *, allow_code_execution: bool = False, on_step=None):
-        self.cfg, self.allow_code_execution, self.on_step = cfg, allow_code_execution, on_step
+    def __init__(
+        self,
+        cfg: RunConfig,
+        *,
+        allow_code_execution: bool = False,
+        on_step=None,
+        resume: str | None = None,
+    ):
+        self.cfg, self.allow_code_execution, self.on_step = (
+            cfg,
+            allow_code_execution,
+            on_step,
+        )
+        self.resume_spec = resume  # --resume: "latest" or a checkpoint path
         self.out_dir = Path(cfg.train.output_dir)
         self.ckpt_root = self.out_dir / "checkpoints"
         self.started = time.time()
         self.stopped_early = False
+        self.stop_request = StopRequest()
+        self.found_checkpoint = None  # (path, tensors, trainer state) of the checkpoint to resume from
+        self.scratch: str | None = None  # a dry run's temporary directory (its tiny backbone)
 
     # -- set-up ---------------------------------------------------------------------------------
     def setup(self, dry_run: bool = False) -> None:
         self._setup_task(dry_run)
         self.rank, self.world = engine.setup_distributed()
         setup_logging(self.rank)
+        self._check_output_and_checkpoint(dry_run)  # before anything expensive: bad paths fail in a second
         torch.manual_seed(self.cfg.train.seed)
-        self._setup_data()
+        self._setup_data(dry_run)
+        self.stop_request.check()
         self._setup_model()
+        self.stop_request.check()
         self.state = RunState(
             steps=self.steps,
             world_size=self.world,
@@ -247,7 +280,26 @@ class TrainingRecipe:
         self.max_new_tokens = cfg.task.max_new_tokens or task.max_new_tokens
         self.task = task
 
-    def _setup_data(self) -> None:
+    def _check_output_and_checkpoint(self, dry_run: bool) -> None:
+        """The output directory can be written (a dry run writes nothing there), and the
+        checkpoint --resume names exists, is intact and belongs to this run."""
+        if not dry_run:
+            dist.on_rank0_then_everywhere(lambda: check_writable(self.out_dir, "train.output_dir"))
+        if not self.resume_spec:
+            return
+
+        def skipped(path, err):
+            log.warning(f"--resume: skipping {path}: {err}; trying the checkpoint before it")
+
+        path = dist.on_rank0_then_everywhere(lambda: checkpoint.resolve(self.resume_spec, self.ckpt_root, skipped))
+        if path is None:
+            log.info(f"--resume: no complete checkpoint in {self.ckpt_root} yet, starting from step 0")
+            return
+        tensors, saved = dist.on_rank0_then_everywhere(lambda: checkpoint.read(path))
+        check_resumable(saved["config"], self.cfg, path)
+        self.found_checkpoint = (path, tensors, saved)
+
+    def _setup_data(self, dry_run: bool = False) -> None:
         """Splits (rank 0 fills the datasets cache, the others reuse it), backbone path, tokens."""
         cfg, task = self.cfg, self.task
         with dist.main_process_first():
@@ -257,7 +309,12 @@ class TrainingRecipe:
         test_rows = cfg.task.max_test_examples if cfg.task.max_test_examples is not None else cfg.task.max_eval_examples
         splits["test"] = _limit(splits["test"], test_rows)
         train_texts = list(splits["train"]["source"]) + list(splits["train"]["target"])
-        self.backbone_path = prepare_backbone(cfg.model, train_texts, self.out_dir, cfg.train.seed)
+        if dry_run:  # a tiny preset is built in a scratch directory: nothing a later run would take for its own
+            self.scratch = dist.broadcast_object(
+                tempfile.mkdtemp(prefix="dpt-dist-dry-run-") if self.rank == 0 else None
+            )
+        backbone_home = Path(self.scratch) if self.scratch else self.out_dir
+        self.backbone_path = prepare_backbone(cfg.model, train_texts, backbone_home, cfg.train.seed)
         self.tokenizer = load_tokenizer(self.backbone_path)
         encoder_decoder = is_encoder_decoder(self.backbone_path)
         with dist.main_process_first():
@@ -314,7 +371,10 @@ class TrainingRecipe:
     def _global_batches(self, skip: int = 0):
         """The global batch sequence, fixed by the seed; `skip` batches already trained on."""
         stream = global_batches(
-            len(self.data["train"]), self.cfg.train.batch_size, self.cfg.train.seed, lengths=self.lengths
+            len(self.data["train"]),
+            self.cfg.train.batch_size,
+            self.cfg.train.seed,
+            lengths=self.lengths,
         )
         for _ in range(skip):
             next(stream)
@@ -326,17 +386,12 @@ class TrainingRecipe:
         return [collate_train([train_set[i] for i in mb], pad_id) for mb in mbs]
 
     # -- resume -----------------------------------------------------------------------------------
-    def resume(self, spec: str | None) -> None:
-        """Continue from a checkpoint: "latest" (the newest complete one of OUTPUT_DIR, if any)
-        or a checkpoint path. Every rank calls it."""
-        if not spec:
+    def resume(self) -> None:
+        """Continue from the checkpoint set-up found for --resume (if any). Every rank calls it."""
+        if self.found_checkpoint is None:
             return
-        path = dist.on_rank0_then_everywhere(lambda: checkpoint.resolve(spec, self.ckpt_root))
-        if path is None:
-            log.info(f"--resume: no complete checkpoint in {self.ckpt_root} yet, starting from step 0")
-            return
-        tensors, saved = dist.on_rank0_then_everywhere(lambda: checkpoint.read(path))
-        check_resumable(saved["config"], self.cfg, path)
+        path, tensors, saved = self.found_checkpoint
+        self.found_checkpoint = None
         state = RunState.from_checkpoint(tensors, saved)
         warmup = self._micro_batches(next(self._global_batches()))
         self.train_engine.load_state_dict({**state.optimizer, "tensors": state.trained}, warmup)
@@ -351,46 +406,66 @@ class TrainingRecipe:
                 f"elastic resume: world size {state.world_size} -> {self.world}; the data order, prompt, optimizer and "
                 "schedule continue exactly, the random streams (dropout) of the new ranks start fresh"
             )
-        state.selection.metric, state.selection.patience = self.state.selection.metric, self.state.selection.patience
+        state.selection.metric, state.selection.patience = (
+            self.state.selection.metric,
+            self.state.selection.patience,
+        )
         self.state = dataclasses.replace(
-            state, steps=self.steps, world_size=self.world, config=self.cfg.to_dict(), rng={}
+            state,
+            steps=self.steps,
+            world_size=self.world,
+            config=self.cfg.to_dict(),
+            rng={},
         )
         log.info(f"resumed from {path} at step {state.step}/{self.steps}")
 
     # -- the loop ---------------------------------------------------------------------------------
     def train(self) -> RunResult:
-        """Train to the step budget, or until early stopping or this run's step allowance."""
-        state, train_cfg = self.state, self.cfg.train
+        """Train to the step budget, or until early stopping, this run's step allowance
+        (train.max_steps_per_run) or a SIGINT / SIGTERM; the last two end with a checkpoint."""
+        state, every = self.state, self.cfg.train.checkpoint_every
         first_step = state.step
         self.batches = self._global_batches(skip=first_step)
         self.monitor = Monitor(
-            str(self.out_dir / "tensorboard"), self.steps, enabled=self.rank == 0, initial=first_step
+            str(self.out_dir / "tensorboard"),
+            self.steps,
+            enabled=self.rank == 0,
+            initial=first_step,
         )
         self.train_engine.train()
         started = time.time()
-        if first_step == 0 and train_cfg.spectrum_every:
+        if first_step == 0 and self.cfg.train.spectrum_every:
             self.log_spectrum()
-        paused = False
-        while state.step < self.steps:
-            self.train_step()
-            if self.maybe_evaluate():  # early stopping
-                break
-            paused = (
-                bool(train_cfg.max_steps_per_run)
-                and state.step - first_step >= train_cfg.max_steps_per_run
-                and state.step < self.steps
-            )
-            every = train_cfg.checkpoint_every
-            if paused or (every and (state.step % every == 0 or state.step == self.steps)):
-                self.save_checkpoint()
-            if paused:
-                log.info(
-                    f"stopping after {train_cfg.max_steps_per_run} steps of this run at step {state.step}/{self.steps} "
-                    "(train.max_steps_per_run); continue with --resume"
-                )
-                break
+        stop = None  # why the loop ends before the budget: "early", "paused" or "interrupted"
+        self.stop_request.phase = "training"
+        # from here a signal asks for a stop after the current step
+        with self.stop_request.deferred():
+            while state.step < self.steps and stop is None:
+                self.train_step()
+                if self.maybe_evaluate():
+                    stop = "early"
+                    break
+                stop = self._stop_reason(first_step)
+                if stop or (every and (state.step % every == 0 or state.step == self.steps)):
+                    self.save_checkpoint()
         self.train_seconds = time.time() - started
-        return self.pause() if paused else self.finish()
+        if stop in ("paused", "interrupted"):
+            return self.pause(stop)
+        return self.finish()
+
+    def _stop_reason(self, first_step: int) -> str | None:
+        """ "interrupted" when a signal reached any rank (a collective: all ranks stop at the same
+        step), "paused" when this run's step allowance is used up, else None."""
+        state, allowance = self.state, self.cfg.train.max_steps_per_run
+        if dist.any_rank(self.stop_request.signum is not None):
+            return "interrupted"
+        if allowance and state.step - first_step >= allowance and state.step < self.steps:
+            log.info(
+                f"stopping after {allowance} steps of this run at step {state.step}/{self.steps} "
+                "(train.max_steps_per_run); continue with --resume"
+            )
+            return "paused"
+        return None
 
     def train_step(self) -> float:
         """One optimizer step on the next global batch; logs it and returns its loss."""
@@ -492,6 +567,10 @@ class TrainingRecipe:
                 base_model_name=self.cfg.model.name,  # what model.name said (a hub id, a GGUF file or preset)
                 tokenizer=self.backbone_path,
                 task=self.task.name,
+                # how the run fed its inputs, so that `dpt-dist predict` feeds them the same way
+                max_source_length=self.max_source,
+                truncate_source_left=self.task.truncate_source_left,
+                max_new_tokens=self.max_new_tokens,
                 trainable_params=self.trainable,
                 steps=self.state.step,
             )
@@ -502,7 +581,10 @@ class TrainingRecipe:
         state = self.state
         engine_state = self.train_engine.state_dict()
         rngs = dist.all_gather_objects(
-            {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+            {
+                "cpu": torch.get_rng_state(),
+                "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            }
         )
         state.trained = engine_state.pop("tensors")
         state.optimizer = engine_state
@@ -513,7 +595,11 @@ class TrainingRecipe:
             tensors, saved = state.to_checkpoint()
             path = checkpoint.write(self.ckpt_root, state.step, tensors, saved)
             best = state.selection.best_step
-            checkpoint.prune(self.ckpt_root, self.cfg.train.keep_checkpoints, {best} if best else set())
+            checkpoint.prune(
+                self.ckpt_root,
+                self.cfg.train.keep_checkpoints,
+                {best} if best else set(),
+            )
             log.info(f"checkpoint: {path}")
         state.trained, state.rng = {}, {}  # held only while writing
         dist.barrier()
@@ -533,13 +619,22 @@ class TrainingRecipe:
         )
 
     def dry_run_result(self) -> RunResult:
-        log.info("dry run: everything built, exiting before training")
+        dist.barrier()
+        if self.rank == 0 and self.scratch:
+            shutil.rmtree(self.scratch, ignore_errors=True)
+        log.info(f"dry run: everything built, exiting before training; nothing was written to {self.out_dir}")
         return self._result("dry_run")
 
-    def pause(self) -> RunResult:
+    def pause(self, status: str = "paused") -> RunResult:
+        """The end of a run that a checkpoint continues: paused, or interrupted by a signal."""
         self.monitor.close()
         dist.barrier()
-        return self._result("paused", checkpoint=str(self.ckpt_root / f"step_{self.state.step:08d}"))
+        signum = (self.stop_request.signum or signal.SIGTERM) if status == "interrupted" else None
+        return self._result(
+            status,
+            checkpoint=str(self.ckpt_root / f"step_{self.state.step:08d}"),
+            signal=signum,
+        )
 
     def _test_scores(self, best_step: int) -> dict:
         if self.data["test"]._fingerprint == self.data["validation"]._fingerprint:
@@ -554,12 +649,20 @@ class TrainingRecipe:
     def finish(self) -> RunResult:
         """Score the best prompt on the test split and write metrics.json (rank 0)."""
         state = self.state
+        self.stop_request.phase = f"the final evaluation after step {state.step}"
         best_step = dist.broadcast_object(state.selection.best_step)
         test = self._test_scores(best_step)
         if self.rank == 0:
-            self.monitor.scalars(best_step, {f"eval/best_validation/{k}": v for k, v in state.selection.best.items()})
+            self.monitor.scalars(
+                best_step,
+                {f"eval/best_validation/{k}": v for k, v in state.selection.best.items()},
+            )
             if state.spectra:
-                self.monitor.spectrum_plot(state.spectra, self.out_dir / "spectrum.png", self.out_dir / "spectrum.json")
+                self.monitor.spectrum_plot(
+                    state.spectra,
+                    self.out_dir / "spectrum.png",
+                    self.out_dir / "spectrum.json",
+                )
         self.monitor.close()
         report = self.report(best_step, test)
         metrics_path = None
@@ -608,12 +711,19 @@ class TrainingRecipe:
 
 
 def run(
-    cfg: RunConfig, dry_run: bool = False, on_step=None, allow_code_execution: bool = False, resume: str | None = None
+    cfg: RunConfig,
+    dry_run: bool = False,
+    on_step=None,
+    allow_code_execution: bool = False,
+    resume: str | None = None,
 ) -> RunResult:
-    """Train, select, test, save (see TrainingRecipe). `resume`: "latest" or a checkpoint path."""
-    recipe = TrainingRecipe(cfg, allow_code_execution=allow_code_execution, on_step=on_step)
-    recipe.setup(dry_run=dry_run)
-    if dry_run:
-        return recipe.dry_run_result()
-    recipe.resume(resume)
-    return recipe.train()
+    """Train, select, test, save (see TrainingRecipe). `resume`: "latest" or a checkpoint path.
+    SIGINT / SIGTERM in the training loop end it with a checkpoint (status "interrupted");
+    elsewhere they raise Interrupted."""
+    recipe = TrainingRecipe(cfg, allow_code_execution=allow_code_execution, on_step=on_step, resume=resume)
+    with recipe.stop_request.installed():
+        recipe.setup(dry_run=dry_run)
+        if dry_run:
+            return recipe.dry_run_result()
+        recipe.resume()
+        return recipe.train()

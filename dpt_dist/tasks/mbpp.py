@@ -58,6 +58,8 @@ def problem_rows(path: Path):
     if path.suffix == ".json":
         try:
             items = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise DataError(f"{path}: not a JSON file (not UTF-8 text)") from None
         except json.JSONDecodeError as err:
             raise DataError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
         if not isinstance(items, list):

@@ -51,21 +51,32 @@ def open_text(path: Path) -> io.TextIOBase:
     return path.open(encoding="utf-8-sig")
 
 
+def read_lines(path: Path) -> Iterator[tuple[int, str]]:
+    """(line number, line) of a text file (.gz too); a file that is not UTF-8 text (or a broken
+    .gz) is one DataError naming it and the line."""
+    line_no = 0
+    with open_text(path) as f:
+        try:
+            for line_no, line in enumerate(f, 1):
+                yield line_no, line
+        except (UnicodeDecodeError, EOFError, gzip.BadGzipFile) as err:
+            raise DataError(f"{path}: line {line_no + 1}: not readable as UTF-8 text ({err})") from None
+
+
 def iter_jsonl(path: Path, skip_header: bool = False) -> Iterator[tuple[int, dict]]:
     """(line number, object) for every non-blank line; `skip_header` drops an MRQA header line."""
-    with open_text(path) as f:
-        for line_no, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"{path}: line {line_no} is not valid JSON ({err.msg})") from None
-            if not isinstance(obj, dict):
-                raise DataError(f"{path}: line {line_no} is not a JSON object")
-            if skip_header and "header" in obj and line_no == 1:
-                continue
-            yield line_no, obj
+    for line_no, line in read_lines(path):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise DataError(f"{path}: line {line_no} is not valid JSON ({err.msg})") from None
+        if not isinstance(obj, dict):
+            raise DataError(f"{path}: line {line_no} is not a JSON object")
+        if skip_header and "header" in obj and line_no == 1:
+            continue
+        yield line_no, obj
 
 
 def iter_tsv(path: Path, columns: list[str] | None = None, delimiter: str = "\t") -> Iterator[tuple[int, dict]]:
@@ -74,21 +85,20 @@ def iter_tsv(path: Path, columns: list[str] | None = None, delimiter: str = "\t"
     GLUE-style files are read without quote processing, as the GLUE tools write them."""
     csv.field_size_limit(sys.maxsize)
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    with open_text(path) as f:
-        reader = csv.reader(f, delimiter=delimiter, quoting=quoting)
-        header = columns
-        for line_no, fields in enumerate(reader, 1):
-            if not fields or (len(fields) == 1 and not fields[0].strip()):
-                continue
-            if header is None:
-                header = [h.strip() for h in fields]
-                continue
-            if line_no == 1 and columns is not None and fields[0].strip() == columns[0]:
-                continue  # an optional header line
-            if len(fields) < len(header):
-                missing = header[len(fields) :]
-                raise DataError(f"{path}: line {line_no} has {len(fields)} fields, missing {missing}")
-            yield line_no, dict(zip(header, fields))
+    reader = csv.reader((line for _, line in read_lines(path)), delimiter=delimiter, quoting=quoting)
+    header = columns
+    for line_no, fields in enumerate(reader, 1):
+        if not fields or (len(fields) == 1 and not fields[0].strip()):
+            continue
+        if header is None:
+            header = [h.strip() for h in fields]
+            continue
+        if line_no == 1 and columns is not None and fields[0].strip() == columns[0]:
+            continue  # an optional header line
+        if len(fields) < len(header):
+            missing = header[len(fields) :]
+            raise DataError(f"{path}: line {line_no} has {len(fields)} fields, missing {missing}")
+        yield line_no, dict(zip(header, fields))
 
 
 def code_signature(function: Callable) -> str:
