@@ -62,6 +62,15 @@ def write_artifact(
     return str(out)
 
 
+def check_prompt_meta(meta: dict, path: str | os.PathLike) -> None:
+    """What loading a prompt from an artifact needs: its method and the embedding size."""
+    if "method" not in meta["prompt"] or not isinstance(meta.get("embed_dim"), int):
+        raise ValueError(
+            f"{Path(path) / CONFIG}: not a prompt artifact's config (it needs 'prompt' with a 'method', "
+            "and 'embed_dim')"
+        )
+
+
 def read_tensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     """A safetensors file, or one ValueError naming it when it is truncated or not safetensors."""
     try:
@@ -81,11 +90,8 @@ def read_artifact(artifact_dir: str | os.PathLike) -> tuple[dict, dict[str, torc
         meta = json.loads((path / CONFIG).read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"{path / CONFIG}: invalid JSON ({err})") from None
-    prompt = meta.get("prompt") if isinstance(meta, dict) else None
-    if not isinstance(prompt, dict) or "method" not in prompt or not isinstance(meta.get("embed_dim"), int):
-        raise ValueError(
-            f"{path / CONFIG}: not a prompt artifact's config (it needs 'prompt' with a 'method', and 'embed_dim')"
-        )
+    if not isinstance(meta, dict) or not isinstance(meta.get("prompt"), dict):
+        raise ValueError(f"{path / CONFIG}: not a prompt artifact's config (it has no 'prompt' section)")
     if not isinstance(meta.get("format_version", 0), int) or meta.get("format_version", 0) > FORMAT_VERSION:
         raise ValueError(f"{path}: artifact format {meta['format_version']} is newer than this dpt_dist understands")
     return meta, read_tensors(path / WEIGHTS)

@@ -123,7 +123,7 @@ def resolve(spec: str, root: str | Path, on_skip=None) -> Path | None:
     return path
 
 
-REQUIRED_STATE = ("step", "config", "world_size")  # what resuming reads before anything else
+REQUIRED_STATE = ("step",)  # what every checkpoint holds; the recipe checks its own fields
 
 
 def read(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:

@@ -81,6 +81,24 @@ def _add_eval_mbpp(sub) -> None:
     mbpp.add_argument("--memory-mb", type=int, default=1024, help="address-space limit per program")
 
 
+def _add_predict(sub) -> None:
+    pred = sub.add_parser("predict", help="generate with a backbone + prompt artifact (exported or not)")
+    pred.add_argument("artifact", help="a prompt artifact directory")
+    source = pred.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", help="JSONL with a 'source' (or 'input' / 'text') field per line")
+    source.add_argument("--text", nargs="+", help="one or more input texts")
+    pred.add_argument(
+        "--backbone",
+        default=None,
+        help="base model (default: the one recorded in the artifact)",
+    )
+    pred.add_argument(
+        "--max-new-tokens", type=int, default=None, help="generation budget (default: the training run's, else 32)"
+    )
+    pred.add_argument("--batch-size", type=int, default=16)
+    pred.add_argument("--out", default=None, help="JSONL output (default: print to stdout)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dpt-dist",
@@ -128,21 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="base model (default: the one recorded in the artifact)",
     )
-    pred = sub.add_parser("predict", help="generate with a backbone + prompt artifact (exported or not)")
-    pred.add_argument("artifact", help="a prompt artifact directory")
-    source = pred.add_mutually_exclusive_group(required=True)
-    source.add_argument("--input", help="JSONL with a 'source' (or 'input' / 'text') field per line")
-    source.add_argument("--text", nargs="+", help="one or more input texts")
-    pred.add_argument(
-        "--backbone",
-        default=None,
-        help="base model (default: the one recorded in the artifact)",
-    )
-    pred.add_argument(
-        "--max-new-tokens", type=int, default=None, help="generation budget (default: the training run's, else 32)"
-    )
-    pred.add_argument("--batch-size", type=int, default=16)
-    pred.add_argument("--out", default=None, help="JSONL output (default: print to stdout)")
+    _add_predict(sub)
     sub.add_parser("tasks", help="list the tasks, their split protocol and metrics")
     sub.add_parser("presets", help="list the preset configs (the papers' settings)")
     return parser
@@ -363,56 +367,61 @@ def _predict(args) -> int:
     return 0
 
 
-def _eval_mbpp(args) -> int:
-    from .files import check_writable, write_json_atomic, write_jsonl_atomic
-    from .sandbox import Limits
-    from .tasks.mbpp import (
-        SHIPPED_MBPP,
-        SPLITS,
-        execute,
-        in_split,
-        load_problems,
-        read_completions,
-    )
-
-    def fail(message: str) -> int:
-        print(f"dpt-dist eval-mbpp: error: {message}", file=sys.stderr)
-        return 2
+def _eval_mbpp_problem(args) -> str | None:
+    """What is wrong with eval-mbpp's flags, before anything is read or run (None: nothing)."""
+    from .tasks.mbpp import SPLITS
 
     if not args.allow_code_execution:
-        return fail("refusing to execute model-generated code without --allow-code-execution")
+        return "refusing to execute model-generated code without --allow-code-execution"
     if args.split is not None and args.split not in SPLITS:
-        return fail(f"--split {args.split!r}: choose one of {', '.join(SPLITS)}")
+        return f"--split {args.split!r}: choose one of {', '.join(SPLITS)}"
     for flag, value, low in (
         ("--timeout", args.timeout, 0.1),
         ("--memory-mb", args.memory_mb, 64),
         ("--workers", args.workers, 1),
     ):
         if value is not None and not value >= low:
-            return fail(f"{flag} must be at least {low:g}, got {value}")
-    data = Path(args.data) if args.data else SHIPPED_MBPP
+            return f"{flag} must be at least {low:g}, got {value}"
+    return None
+
+
+def _check_split_coverage(samples, problems, split: str, completions: str) -> None:
+    """--split NAME scores exactly that split: every completion in it, every problem of it covered."""
+    from .tasks.mbpp import in_split
+
+    outside = sorted({t for t, _ in samples if t in problems and not in_split(t, split)})
+    if outside:
+        raise ValueError(f"{completions}: task_id(s) {outside[:10]} are not in split {split}")
+    named = {t for t, _ in samples}
+    uncovered = sorted(t for t in problems if in_split(t, split) and t not in named)
+    if uncovered:
+        raise ValueError(
+            f"{completions}: {len(uncovered)} problem(s) of split {split} have no completion (e.g. {uncovered[:10]})"
+        )
+
+
+def _eval_mbpp(args) -> int:
+    from .files import check_writable, write_json_atomic, write_jsonl_atomic
+    from .sandbox import Limits
+    from .tasks.mbpp import SHIPPED_MBPP, execute, load_problems, read_completions
+
+    def fail(message: str) -> int:
+        print(f"dpt-dist eval-mbpp: error: {message}", file=sys.stderr)
+        return 2
+
+    problem = _eval_mbpp_problem(args)
+    if problem:
+        return fail(problem)
+    data, out = Path(args.data) if args.data else SHIPPED_MBPP, Path(args.out)
     try:
-        check_writable(args.out, "--out")  # before minutes of execution, not after
+        check_writable(out, "--out")  # before minutes of execution, not after
         limits = Limits(cpu_seconds=args.timeout, memory_mb=args.memory_mb)
-        problems = load_problems(data)
-        samples = read_completions(args.completions)
+        problems, samples = load_problems(data), read_completions(args.completions)
         if args.split is not None:
-            outside = sorted({t for t, _ in samples if t in problems and not in_split(t, args.split)})
-            if outside:
-                return fail(f"{args.completions}: task_id(s) {outside[:10]} are not in split {args.split}")
-            uncovered = sorted(t for t in problems if in_split(t, args.split) and t not in {t for t, _ in samples})
-            if uncovered:
-                return fail(
-                    f"{args.completions}: {len(uncovered)} problem(s) of split {args.split} have no completion "
-                    f"(e.g. {uncovered[:10]})"
-                )
+            _check_split_coverage(samples, problems, args.split, args.completions)
         started = time.time()
         sample_rows, problem_rows, summary = execute(
-            problems,
-            samples,
-            allow_code_execution=True,
-            limits=limits,
-            workers=args.workers,
+            problems, samples, allow_code_execution=True, limits=limits, workers=args.workers
         )
         summary.update(
             seconds=round(time.time() - started, 2),
@@ -420,15 +429,11 @@ def _eval_mbpp(args) -> int:
             completions=str(args.completions),
             split=args.split or "the problems named in the completions",
         )
-    except (ValueError, OSError) as err:
-        return fail(str(err))
-    out = Path(args.out)
-    try:
         write_jsonl_atomic(out / "samples.jsonl", sample_rows)
         write_jsonl_atomic(out / "problems.jsonl", problem_rows)
         write_json_atomic(out / "summary.json", summary)
-    except OSError as err:
-        return fail(f"--out {out}: {err}")
+    except (ValueError, OSError) as err:
+        return fail(str(err))
     passes = ", ".join(f"{k} {v:.2f}" for k, v in summary.items() if k.startswith("pass@"))
     print(f"{summary['problems']} problems, {summary['samples']} samples in {summary['seconds']} s: {passes}")
     print(f"statuses: {summary['status_counts']}")

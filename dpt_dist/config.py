@@ -80,8 +80,14 @@ class TaskConfig:
             )
         if not self.name:
             raise ValueError("task.name must name a task (dpt-dist tasks lists them)")
-        if not all(isinstance(v, str) and v for v in self.files.values()):
-            raise ValueError(f"task.files: every split needs a file path, got {self.files!r}")
+
+        def paths(value) -> bool:  # one file, or several (MRQA validation: macro-averaged)
+            return (isinstance(value, str) and bool(value)) or (
+                isinstance(value, list) and bool(value) and all(isinstance(v, str) and v for v in value)
+            )
+
+        if not all(paths(v) for v in self.files.values()):
+            raise ValueError(f"task.files: every split needs a file path (or a list of them), got {self.files!r}")
         counts = ("validation_size", "num_samples", "max_source_length", "max_target_length", "max_new_tokens")
         _at_least("task", self, counts + ("max_train_examples", "max_eval_examples", "max_test_examples"), 1)
         if self.temperature is not None and self.temperature <= 0:

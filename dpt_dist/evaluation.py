@@ -121,26 +121,24 @@ def evaluate(
         if task.labels:  # classification: is the model still printing one label for everything?
             metrics["majority_share"] = majority_share([s[0] for s in samples])
     if predictions_path:
-        path = Path(predictions_path)
-        extras = [c for c in ("answers", "group", "dataset") if c in dataset.column_names]
-        rows = []
-        for ex, texts, preds, detail in zip(dataset, raw, samples, details):
-            # the example's own id first, so a row can go to the dataset's official scorer
-            row = {
-                "id": ex.get("id"),
-                "input": ex["source"],
-                "target": ex["target"],
-                "prediction": preds[0],
-                **{c: ex[c] for c in extras},
-                **detail,
-            }
-            if num_samples > 1 or task.score is not None:
-                row.update(generations=texts, predictions=preds)
-            rows.append(row)
-        write_jsonl_atomic(path, rows)
-        if "task_id" in dataset.column_names:
-            write_jsonl_atomic(
-                path.with_name(path.stem + ".completions.jsonl"),
-                ({"task_id": tid, "completion": p} for tid, preds in zip(dataset["task_id"], samples) for p in preds),
-            )
+        write_predictions(Path(predictions_path), task, dataset, raw, samples, details, many=num_samples > 1)
     return metrics
+
+
+def write_predictions(path: Path, task, dataset, raw, samples, details, many: bool) -> None:
+    """One JSONL row per example: its own id first (so a row can go to the dataset's official
+    scorer), input, target, prediction, the extras the metrics used and the task's per-example
+    details; with several samples (or code execution) every generation. MBPP also gets
+    `<name>.completions.jsonl`, the format `dpt-dist eval-mbpp` reads."""
+    extras = [c for c in ("answers", "group", "dataset") if c in dataset.column_names]
+    rows = []
+    for ex, texts, preds, detail in zip(dataset, raw, samples, details):
+        row = {"id": ex.get("id"), "input": ex["source"], "target": ex["target"], "prediction": preds[0]}
+        row.update({c: ex[c] for c in extras}, **detail)
+        if many or task.score is not None:
+            row.update(generations=texts, predictions=preds)
+        rows.append(row)
+    write_jsonl_atomic(path, rows)
+    if "task_id" in dataset.column_names:
+        completions = ({"task_id": t, "completion": p} for t, preds in zip(dataset["task_id"], samples) for p in preds)
+        write_jsonl_atomic(path.with_name(path.stem + ".completions.jsonl"), completions)

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from .artifact import MERGED_TABLE, read_artifact, write_artifact
+from .artifact import MERGED_TABLE, check_prompt_meta, read_artifact, write_artifact
 from .prompts import PROMPT_METHODS, PromptConfig, build_prompt, make_prompt_config
 
 # what an export keeps of its artifact's record: the base model, and how inputs were fed
@@ -37,6 +37,7 @@ CARRIED = (
 
 def _load_method(artifact_dir: str):
     meta, state = read_artifact(artifact_dir)
+    check_prompt_meta(meta, artifact_dir)
     config = make_prompt_config(meta["prompt"], warn=False, source=f"{artifact_dir}: prompt")
     method = build_prompt(config, meta["embed_dim"])
     method.load_state_dict(state)

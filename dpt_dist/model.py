@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.utils import ModelOutput
 
-from .artifact import MERGED_TABLE, read_artifact, read_tensors, write_artifact
+from .artifact import MERGED_TABLE, check_prompt_meta, read_artifact, read_tensors, write_artifact
 from .data import IGNORE_INDEX
 from .prompts import PromptConfig, PromptMethod, build_prompt, make_prompt_config
 
@@ -65,6 +65,7 @@ class PromptedModel(nn.Module):
     def from_pretrained(cls, backbone: nn.Module, artifact_dir: str, is_trainable: bool = False) -> PromptedModel:
         """Attach a saved prompt artifact to a backbone (one call, ready to generate)."""
         meta, state = read_artifact(artifact_dir)
+        check_prompt_meta(meta, artifact_dir)
         if meta.get("merged_input_embeddings"):  # an ADePT export: its offsets live in a merged input table
             merged = read_tensors(Path(artifact_dir) / MERGED_TABLE)
             if "weight" not in merged:

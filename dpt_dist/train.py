@@ -296,6 +296,8 @@ class TrainingRecipe:
             log.info(f"--resume: no complete checkpoint in {self.ckpt_root} yet, starting from step 0")
             return
         tensors, saved = dist.on_rank0_then_everywhere(lambda: checkpoint.read(path))
+        if not isinstance(saved.get("config"), dict) or "world_size" not in saved:
+            raise ValueError(f"{path}: damaged checkpoint (its trainer state lacks the run's config or world size)")
         check_resumable(saved["config"], self.cfg, path)
         self.found_checkpoint = (path, tensors, saved)
 
