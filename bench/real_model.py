@@ -98,10 +98,13 @@ SWEEP = [
     ("pt", 3e-3, 1e-4),
     ("pt", 1e-2, 1e-4),
     ("pt", 3e-2, 1e-4),
+    ("pt", 1e-1, 1e-4),
     ("dpt", 1e-2, 1e-4),
     ("dpt", 3e-2, 1e-4),
+    ("dpt", 1e-1, 1e-4),
     ("adept", 1e-2, 1e-4),
     ("adept", 1e-2, 1e-3),
+    ("adept", 3e-2, 1e-3),
     ("lora", 3e-1, 3e-4),
     ("lora", 3e-1, 1e-3),
     ("lora", 3e-1, 3e-3),
@@ -164,7 +167,8 @@ def train(name: str, config: dict, *, allow_code_execution: bool = False) -> dic
     print(f"[real-model] {name}: {' '.join(cmd)}", flush=True)
     before, started = cpu_seconds_of_children(), time.time()
     with open(out / "train.log", "a") as log:
-        proc = subprocess.run(cmd, cwd=ROOT, env={**os.environ, **ENV}, stdout=log, stderr=subprocess.STDOUT)
+        env = {**os.environ, **ENV, "PYTHONPATH": str(ROOT)}  # this checkout's dpt_dist, whatever is installed
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     cpu = earlier + cpu_seconds_of_children() - before
     progress.write_text(json.dumps({"cpu_seconds": cpu}))
     if proc.returncode != 0:
