@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | cksum 
 CPU_ENV := DS_ACCELERATOR=cpu OMP_NUM_THREADS=1 HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 \
            TOKENIZERS_PARALLELISM=false PYTHONWARNINGS=ignore::FutureWarning
 
-.PHONY: install demo test bench lint real-report clean
+.PHONY: install demo test bench lint real-report gpu-kit clean
 
 install: $(STAMP)
 
@@ -41,9 +41,14 @@ lint: $(STAMP)  # fix what the linter and the formatter can fix themselves
 
 bench: $(STAMP)
 	$(CPU_ENV) $(BIN)/python bench/bench.py
+	$(CPU_ENV) $(BIN)/python bench/placement.py
+	$(BIN)/python bench/scaling.py
 
 clean:
 	rm -rf $(VENV) runs
 
 real-report: $(STAMP)  # the real-model learning report (hours of CPU; resumable: rerun to continue)
 	$(BIN)/python bench/real_model.py
+
+gpu-kit: $(STAMP)  # the wheels the lent GPU machine lacks (Python 3.12) into .whl/; then carry .whl and run bench/gpu.sh
+	$(BIN)/python bench/gpu_kit.py --out .whl

@@ -15,6 +15,7 @@ USAGE = """dpt-dist train CONFIG.yaml|PRESET [--dry-run] [--allow-code-execution
        dpt-dist eval-mbpp --completions FILE.jsonl --allow-code-execution [--data PATH] [--split NAME] --out DIR
        dpt-dist export ARTIFACT --out DIR [--merge-embeddings] [--backbone PATH]
        dpt-dist predict ARTIFACT (--input FILE.jsonl | --text TEXT ...) [--backbone PATH] [--out FILE.jsonl]
+       dpt-dist plan CONFIG.yaml|PRESET [--world N] [--ranks-per-node R] [--device-memory-gb G] [--device cuda|cpu]
        dpt-dist tasks      (the task router's tasks)
        dpt-dist presets    (the papers' settings, runnable by name)
 
@@ -147,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="base model (default: the one recorded in the artifact)",
     )
     _add_predict(sub)
+    plan = sub.add_parser("plan", help="where the frozen weights would live (deepspeed.config auto), without running")
+    plan.add_argument("config", help="YAML run config, or the name of a preset")
+    plan.add_argument("--world", type=int, default=1, help="ranks in the job")
+    plan.add_argument("--ranks-per-node", type=int, default=None, help="default: --world (one node)")
+    plan.add_argument("--device-memory-gb", type=float, default=None, help="per rank (default: this machine's)")
+    plan.add_argument("--device", choices=["cuda", "cpu"], default=None, help="default: this machine's")
     sub.add_parser("tasks", help="list the tasks, their split protocol and metrics")
     sub.add_parser("presets", help="list the preset configs (the papers' settings)")
     return parser
@@ -159,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         return _list_tasks()
     if args.command == "presets":
         return _list_presets()
+    if args.command == "plan":
+        return _plan(args, overrides)
     if args.command in ("export", "predict"):
         if overrides:
             parser.error(f"unrecognized arguments: {' '.join(overrides)}")
@@ -440,6 +449,34 @@ def _eval_mbpp(args) -> int:
     failed = summary["failed_task_ids"]
     print(f"problems not passing every sample ({len(failed)}): {failed[:50]}{' ...' if len(failed) > 50 else ''}")
     print(f"written: {out / 'samples.jsonl'}, {out / 'problems.jsonl'}, {out / 'summary.json'}")
+    return 0
+
+
+def _plan(args, overrides: list[str]) -> int:
+    """`dpt-dist plan`: the planner's decision for a config on a cluster, from configs alone."""
+    _quiet_libraries()
+    from .config import load_config, preset_path
+    from .placement import decide, detect_cluster, footprint
+
+    try:
+        for flag, value in (("--world", args.world), ("--ranks-per-node", args.ranks_per_node)):
+            if value is not None and value < 1:
+                raise ValueError(f"{flag} must be >= 1, got {value}")
+        if args.device_memory_gb is not None and args.device_memory_gb <= 0:
+            raise ValueError(f"--device-memory-gb must be > 0, got {args.device_memory_gb}")
+        cfg = load_config(preset_path(args.config), overrides)
+        cluster = detect_cluster(args.world, args.ranks_per_node or args.world, args.device_memory_gb, args.device)
+        need = footprint(cfg, cluster)
+        print(
+            f"model {cfg.model.name} ({cfg.model.dtype}), micro-batch {cfg.train.micro_batch_size}, "
+            f"{cluster.world} rank(s), {cluster.ranks_per_node} per node, {cluster.device_memory_gb:.1f} GB per rank"
+        )
+        print(decide(need, cluster).describe())
+    except (ValueError, FileNotFoundError) as err:
+        print(f"dpt-dist plan: error: {err}", file=sys.stderr)
+        return 2
+    if cfg.deepspeed.config != "auto":
+        print(f"note: this config names deepspeed.config {cfg.deepspeed.config}, which wins over the planner in a run")
     return 0
 
 

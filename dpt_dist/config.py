@@ -132,6 +132,9 @@ class TrainConfig:
     # stop this run after N steps with a checkpoint (time-limited jobs); --resume continues
     max_steps_per_run: int | None = None
     spectrum_every: int = 50  # log the singular values of the effective prompt every N steps (0: never)
+    # under ZeRO-3, evaluate with a replica of the weights gathered once (when it fits) instead of
+    # gathering every layer for every generated token; false: always the per-token path
+    gather_for_eval: bool = True
 
     def __post_init__(self):
         if not self.output_dir:
@@ -145,7 +148,9 @@ class TrainConfig:
 
 @dataclass
 class DeepSpeedConfig:
-    config: str = "zero3"  # a shipped config by name (zero0..3, zero3_offload, zero3_pp) or a DeepSpeed JSON file
+    # auto: the placement planner decides (placement.py); or a shipped config by name (zero0..3,
+    # zero3_offload, zero3_pp), or a DeepSpeed JSON file, which always wins over the planner
+    config: str = "auto"
     overrides: dict = field(default_factory=dict)  # deep-merged into the JSON
 
 

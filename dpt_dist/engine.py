@@ -385,6 +385,98 @@ class TrainEngine:
         self.engine.global_samples = state["global_samples"]
 
 
+# ---- generation without a gather per token -------------------------------------------------
+GATHER_GROUP_BYTES = 1 << 28  # frozen tensors are gathered in groups of about this size
+
+
+def _available_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
+def _replica_fits(model, device: torch.device) -> bool:
+    """Room for a whole copy of the weights next to what this rank holds now (with a margin);
+    decided on rank 0 so that every rank takes the same path (both are collectives)."""
+    whole = sum(full_numel(p) * p.element_size() for p in model.parameters())
+    return dist.broadcast_object(bool(_available_bytes(device) > 1.25 * whole + (1 << 30)))
+
+
+def _gathered_groups(params: list):
+    """Groups of (possibly partitioned) parameters of about GATHER_GROUP_BYTES, each gathered
+    whole inside the context of its turn: a few collectives per evaluation, not one per token."""
+    group, size = [], 0
+    for p in params:
+        group.append(p)
+        size += full_numel(p) * p.element_size()
+        if size >= GATHER_GROUP_BYTES:
+            yield group
+            group, size = [], 0
+    if group:
+        yield group
+
+
+@contextlib.contextmanager
+def inference_replica(model):
+    """(model to generate with, synced_gpus?) for an evaluation. Under ZeRO-3, when a whole copy
+    fits, every rank builds an ordinary unpartitioned replica of the PromptedModel (frozen weights
+    and trainable tensors gathered once, group by group), generates with it without any collective
+    per token, and frees it afterwards; it computes exactly what the partitioned model computes.
+    Otherwise: the partitioned model with synced_gpus. Without ZeRO-3: the model itself, unsynced."""
+    partitioned = any(hasattr(p, "ds_id") for p in model.parameters())
+    device = next(model.parameters()).device
+    if not partitioned:
+        yield model, False
+        return
+    if not _replica_fits(model, device):
+        yield model, dist.world_size() > 1
+        return
+    replica = _build_replica(model, device)
+    try:
+        yield replica, False
+    finally:
+        del replica
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+
+
+def _build_replica(model, device: torch.device):
+    from transformers.integrations import deepspeed as hf_deepspeed
+
+    from .model import PromptedModel
+
+    backbone = model.backbone
+    keep = hf_deepspeed._hf_deepspeed_config_weak_ref() if hf_deepspeed._hf_deepspeed_config_weak_ref else None
+    hf_deepspeed.unset_hf_deepspeed_config()  # or from_config would partition the replica under zero.Init too
+    try:
+        with torch.device("meta"):
+            plain = type(backbone)._from_config(backbone.config, dtype=backbone.dtype)
+            replica = PromptedModel.from_config(plain, model.prompt.config)  # the prompt in the backbone's dtype
+    finally:
+        if keep is not None:
+            hf_deepspeed.set_hf_deepspeed_config(keep)
+    replica.to_empty(device=device)
+    plain.tie_weights()  # moving off the meta device unties shared tensors (T5's, a tied lm_head): tie again
+    targets = dict(replica.named_parameters())
+    sources = list(model.named_parameters())
+    if {n for n, _ in sources} != set(targets):
+        raise RuntimeError(
+            f"inference replica: parameters differ ({sorted(set(targets) ^ {n for n, _ in sources})[:4]})"
+        )
+    names = {id(p): n for n, p in sources}
+    with torch.no_grad():
+        for group in _gathered_groups([p for _, p in sources]):
+            with gathered(group):
+                for p in group:
+                    targets[names[id(p)]].copy_(p.detach().reshape(full_shape(p)))
+        for name, buffer in model.named_buffers():  # ZeRO leaves buffers whole (rotary tables, ...)
+            replica.get_buffer(name).copy_(buffer)
+    return replica.eval()
+
+
 # ---- trainable state ------------------------------------------------------------------------
 def trainable_state(model) -> dict[str, torch.Tensor]:
     """Full fp32 copies of the trainable tensors, on every rank (a collective under ZeRO-3)."""

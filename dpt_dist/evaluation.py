@@ -1,8 +1,10 @@
-"""Generation-based evaluation, sharded over ranks while the model is ZeRO-3-partitioned.
+"""Generation-based evaluation, sharded over ranks.
 
-Every rank generates for its shard with synced_gpus and makes the same number of generate
-calls (a rank that stopped early would leave the others waiting for its parameter shards
-forever); predictions are gathered, filler rows dropped, and each example scored exactly once.
+Every rank generates for its shard and makes the same number of generate calls; while the
+model's weights are ZeRO-3 partitions (no whole replica: engine.inference_replica) generate runs
+with synced_gpus, since every forward gathers each layer from all ranks and a rank that stopped
+early would leave the others waiting for its shards forever. Predictions are gathered, filler
+rows dropped, and each example scored exactly once.
 Examples are sharded in order of length, so a batch holds inputs of similar length (little
 padding) and every rank gets a similar mix.
 """
@@ -30,13 +32,18 @@ def generate_samples(
     num_samples: int = 1,
     sampling: dict | None = None,
     seed: int = 0,
+    synced: bool | None = None,
+    **generate_kwargs,
 ) -> list[list[str]]:
     """Raw generated texts, `num_samples` per example (greedy unless `sampling` has do_sample).
+    `synced`: generate with synced_gpus (needed while the weights are ZeRO-3 partitions; None:
+    whenever there are several ranks). `generate_kwargs` go to generate (e.g. min_new_tokens).
 
     Sampling draws from a generator seeded by (seed, rank) inside a forked RNG state, so an
     evaluation neither depends on nor disturbs the training RNG.
     """
     rank, world = dist.rank(), dist.world_size()
+    synced = world > 1 if synced is None else synced
     was_training = model.training
     model.eval()
     left = not model.is_encoder_decoder
@@ -62,9 +69,10 @@ def generate_samples(
                     max_new_tokens=max_new_tokens,
                     num_return_sequences=num_samples,
                     **sampling,
-                    synced_gpus=world > 1,
+                    synced_gpus=synced,
                     pad_token_id=tokenizer.pad_token_id,
                     eos_token_id=tokenizer.eos_token_id,
+                    **generate_kwargs,
                 )
                 texts = tokenizer.batch_decode(out, skip_special_tokens=True)
                 for j, i in enumerate(indices):  # generate returns the samples of a row together
@@ -72,14 +80,19 @@ def generate_samples(
                         mine.append((i, texts[j * num_samples : (j + 1) * num_samples]))
     finally:
         model.train(was_training)
+    return _gather_in_order(mine, len(dataset))
+
+
+def _gather_in_order(mine: list[tuple[int, list[str]]], count: int) -> list[list[str]]:
+    """Every rank's (example index, texts), merged: each example exactly once, in dataset order."""
     samples: dict[int, list[str]] = {}
     for shard in dist.all_gather_objects(mine):
         for i, texts in shard:
             samples.setdefault(i, texts)
-    missing = set(range(len(dataset))) - set(samples)
+    missing = set(range(count)) - set(samples)
     if missing:
         raise RuntimeError(f"evaluation lost {len(missing)} examples (e.g. {sorted(missing)[:5]})")
-    return [samples[i] for i in range(len(dataset))]
+    return [samples[i] for i in range(count)]
 
 
 def evaluate(
@@ -95,6 +108,7 @@ def evaluate(
     sampling: dict | None = None,
     seed: int = 0,
     allow_code_execution: bool = False,
+    synced: bool | None = None,
 ) -> dict[str, float]:
     """Generate on every rank, score on rank 0 (others return {}), write predictions JSONL.
 
@@ -110,6 +124,7 @@ def evaluate(
         num_samples=num_samples,
         sampling=sampling,
         seed=seed,
+        synced=synced,
     )
     if dist.rank() != 0:
         return {}

@@ -18,6 +18,7 @@ optimise and report exactly the same quantity.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import shutil
@@ -29,10 +30,10 @@ from pathlib import Path
 
 import torch
 
-from . import checkpoint, dist, engine
+from . import checkpoint, dist, engine, placement
 from .assembly import build_model, prepare_backbone
 from .backbone import is_encoder_decoder, load_tokenizer
-from .config import RunConfig
+from .config import RunConfig, deep_merge
 from .data import collate_train, global_batches, micro_batches_for_rank, tokenize
 from .evaluation import evaluate
 from .files import check_writable, write_json_atomic
@@ -221,6 +222,7 @@ class TrainingRecipe:
         self.stop_request = StopRequest()
         self.found_checkpoint = None  # (path, tensors, trainer state) of the checkpoint to resume from
         self.scratch: str | None = None  # a dry run's temporary directory (its tiny backbone)
+        self.plan: placement.Plan | None = None  # deepspeed.config auto: the planner's decision
 
     # -- set-up ---------------------------------------------------------------------------------
     def setup(self, dry_run: bool = False) -> None:
@@ -335,11 +337,24 @@ class TrainingRecipe:
         self.steps = resolve_steps(cfg.train, len(self.data["train"]))
         self.lengths = [len(ids) for ids in self.data["train"]["input_ids"]] if cfg.train.group_by_length else None
 
+    def _placement(self) -> tuple[str, dict]:
+        """The DeepSpeed config to use: the user's, or (deepspeed.config: auto) the planner's
+        choice for this backbone on this cluster, decided on rank 0 and logged with its numbers."""
+        cfg = self.cfg
+        if cfg.deepspeed.config != "auto":
+            return cfg.deepspeed.config, cfg.deepspeed.overrides
+        sized = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, name=self.backbone_path))
+        chosen = dist.on_rank0_then_everywhere(lambda: placement.plan(sized, placement.detect_cluster(self.world)))
+        log.info(chosen.describe())
+        self.plan = chosen
+        return chosen.deepspeed_config, deep_merge(chosen.overrides, cfg.deepspeed.overrides)
+
     def _setup_model(self) -> None:
         cfg = self.cfg
+        spec, overrides = self._placement()
         self.deepspeed_config = engine.build_ds_config(
-            cfg.deepspeed.config,
-            cfg.deepspeed.overrides,
+            spec,
+            overrides,
             batch_size=cfg.train.batch_size,
             micro_batch_size=cfg.train.micro_batch_size,
             dtype=cfg.model.dtype,
@@ -515,8 +530,20 @@ class TrainingRecipe:
     def evaluate(self, split: str, step: int) -> dict:
         """Generate on every rank, score on rank 0 (other ranks get {})."""
         cfg = self.cfg
-        metrics = evaluate(
-            self.train_engine.module,
+        with contextlib.ExitStack() as stack:
+            model, synced = self.train_engine.module, None
+            if cfg.train.gather_for_eval:  # under ZeRO-3: one gather per evaluation, not one per token
+                model, synced = stack.enter_context(engine.inference_replica(model))
+            metrics = self._generate_and_score(model, split, step, synced)
+        if self.rank == 0:
+            self.monitor.scalars(step, {f"eval/{split}/{k}": v for k, v in metrics.items()})
+            log.info(f"step {step} {split}: " + ", ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
+        return metrics
+
+    def _generate_and_score(self, model, split: str, step: int, synced: bool | None) -> dict:
+        cfg = self.cfg
+        return evaluate(
+            model,
             self.task,
             self.data[split],
             self.tokenizer,
@@ -527,11 +554,8 @@ class TrainingRecipe:
             sampling=self.sampling,
             seed=cfg.train.seed + step,
             allow_code_execution=self.allow_code_execution,
+            synced=synced,
         )
-        if self.rank == 0:
-            self.monitor.scalars(step, {f"eval/{split}/{k}": v for k, v in metrics.items()})
-            log.info(f"step {step} {split}: " + ", ".join(f"{k}={v:.2f}" for k, v in metrics.items()))
-        return metrics
 
     def maybe_evaluate(self) -> bool:
         """Validation every eval_every steps and after the last. The best prompt so far is kept
@@ -708,6 +732,7 @@ class TrainingRecipe:
             "artifact": str(self.artifact_dir.resolve()),
             "tensorboard": str((self.out_dir / "tensorboard").resolve()),
             "spectrum": state.spectra[-1] if state.spectra else None,
+            "placement": self.plan.to_dict() if self.plan else {"deepspeed.config": cfg.deepspeed.config},
             "config": cfg.to_dict(),
         }
 

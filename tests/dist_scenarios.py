@@ -62,6 +62,14 @@ def run_config(backbone: str, method: str, out_dir: str, steps: int, **extra) ->
     return tree
 
 
+def deepspeed_section(name: str) -> dict:
+    """ZeRO-3 with persistence threshold 0 (even the tiny test model is really partitioned), or
+    the shipped config of that name."""
+    if name == "zero3":
+        return {"config": "zero3", "overrides": {"zero_optimization": {"stage3_param_persistence_threshold": 0}}}
+    return {"config": name, "overrides": {}}
+
+
 def state_digest(model) -> str:
     h = hashlib.sha256()
     for name, t in sorted(engine.trainable_state(model).items()):
@@ -99,6 +107,8 @@ def training(args) -> dict:
                         "max_eval_examples": args.max_eval,
                         "max_new_tokens": args.max_new_tokens,
                     },
+                    train={"gather_for_eval": args.gather_for_eval == "true"},
+                    deepspeed=deepspeed_section(args.deepspeed),
                 )
             )
             result = run(cfg, on_step=on_step)
@@ -190,6 +200,10 @@ def main():
     parser.add_argument("--max_source", type=int, default=64, help="training: task.max_source_length")
     parser.add_argument("--max_eval", type=int, default=6, help="training: task.max_eval_examples")
     parser.add_argument("--max_new_tokens", type=int, default=None, help="training: task.max_new_tokens")
+    parser.add_argument("--deepspeed", default="zero3", help="training: zero3 (threshold 0) or a shipped config")
+    parser.add_argument(
+        "--gather_for_eval", default="true", choices=["true", "false"], help="training: train.gather_for_eval"
+    )
     args = parser.parse_args()
     engine.setup_distributed(timeout_s=300)
     result = {"training": training, "artifact": artifact, "evaluation": evaluation}[args.scenario](args)
