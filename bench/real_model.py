@@ -105,6 +105,8 @@ SWEEP = [
     ("adept", 1e-2, 1e-4),
     ("adept", 1e-2, 1e-3),
     ("adept", 3e-2, 1e-3),
+    ("adept", 1e-2, 1e-2),
+    ("adept", 3e-2, 1e-2),
     ("lora", 3e-1, 3e-4),
     ("lora", 3e-1, 1e-3),
     ("lora", 3e-1, 3e-3),
