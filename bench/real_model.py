@@ -278,6 +278,71 @@ def run_speed() -> None:
     )
 
 
+def run_crosscheck(steps: int = 6) -> None:
+    """Our prompt tuning against PEFT's on the real model: the same initial prompt (vocab rows),
+    the same SST-2 batches, the same AdamW and clipping, fp32; the loss of every step side by
+    side. Equal losses mean the forward path (embedding, prompt, positions, labels, loss) is
+    PEFT's, so how well a method learns is not a bug of ours."""
+    if finished("crosscheck"):
+        return
+    import torch
+    from peft import PromptTuningConfig, TaskType, get_peft_model
+
+    from dpt_dist import PromptConfig, PromptedModel
+    from dpt_dist.backbone import load_backbone, load_tokenizer, resolve_backbone
+    from dpt_dist.data import collate_train, source_bos
+
+    torch.set_num_threads(2)
+    path = resolve_backbone(MODEL)
+    tokenizer = load_tokenizer(path)
+    lines = (ROOT / "data/glue/SST-2/train.tsv").read_text().splitlines()[1 : 1 + 16 * steps]
+    batches = []
+    for start in range(0, len(lines), 16):
+        rows = []
+        for line in lines[start : start + 16]:
+            sentence, label = line.rsplit("\t", 1)
+            source = source_bos(tokenizer) + tokenizer("sentence: " + sentence, add_special_tokens=False)["input_ids"]
+            target = [*tokenizer(label, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+            rows.append({"input_ids": source + target, "labels": [-100] * len(source) + target})
+        batches.append(collate_train(rows, tokenizer.pad_token_id))
+    ours = PromptedModel.from_config(load_backbone(path), PromptConfig(method="pt", length=20, init="random"))
+    theirs = get_peft_model(
+        load_backbone(path), PromptTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=20)
+    )
+    table = ours.backbone.get_input_embeddings().weight
+    start_rows = table[torch.randperm(5000, generator=torch.Generator().manual_seed(0))[:20]].detach().clone()
+    with torch.no_grad():
+        ours.prompt.prompt.weight.copy_(start_rows)
+        theirs.prompt_encoder["default"].embedding.weight.copy_(start_rows)
+    losses = {}
+    for name, model, params, forward in (
+        ("dpt_dist", ours, list(ours.prompt.parameters()), lambda b: ours(**b).loss),
+        ("peft", theirs, [p for p in theirs.parameters() if p.requires_grad], lambda b: theirs(**b).loss),
+    ):
+        model.train()
+        optimizer = torch.optim.AdamW(params, lr=3e-2, eps=1e-6, weight_decay=0.0)
+        losses[name] = []
+        for batch in batches:
+            loss = forward(batch)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad()
+            losses[name].append(loss.item())
+    worst = max(abs(a - b) / abs(b) for a, b in zip(losses["dpt_dist"], losses["peft"]))
+    record(
+        "crosscheck",
+        {
+            "name": "crosscheck",
+            "kind": "crosscheck",
+            "losses": losses,
+            "max_relative_difference": worst,
+            "steps": steps,
+            "setting": "PT l=20, vocab rows, lr 3e-2, batch 16, fp32",
+        },
+    )
+
+
 # ---- phases ---------------------------------------------------------------------------------------
 def lr_name(lr: float) -> str:
     return f"{lr:.0e}".replace("e-0", "e-")
@@ -486,6 +551,15 @@ def markdown(report: dict) -> str:
             f"{acc} | {t['test_majority_share_mean']:.0f} | {t['train_seconds_mean'] / 60:.0f} / "
             f"{t['cpu_seconds_mean'] / 60:.0f} min |"
         )
+    check = rows.get("crosscheck")
+    if check:
+        lines += [
+            "",
+            f"Cross-check against PEFT's prompt tuning ({check['setting']}, {check['steps']} steps, the same batches): "
+            f"largest relative difference of the step losses {check['max_relative_difference']:.1e} "
+            f"(dpt_dist {', '.join(f'{x:.3f}' for x in check['losses']['dpt_dist'])}; "
+            f"PEFT {', '.join(f'{x:.3f}' for x in check['losses']['peft'])}).",
+        ]
     speed = rows.get("speed")
     if speed:
         s = speed["step_seconds_median"]
@@ -538,7 +612,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bench/real_model.py", description=__doc__.splitlines()[0])
     parser.add_argument(
         "--phase",
-        choices=["speed", "baselines", "sweep", "sst2", "mbpp"],
+        choices=["speed", "crosscheck", "baselines", "sweep", "sst2", "mbpp"],
         default=None,
         help="run only this phase (default: all of them, in order)",
     )
@@ -553,6 +627,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         phases = {
             "speed": run_speed,
+            "crosscheck": run_crosscheck,
             "baselines": run_baselines,
             "sweep": run_sweep,
             "sst2": run_sst2,
