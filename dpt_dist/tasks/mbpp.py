@@ -17,13 +17,17 @@ text, truncated from the left so the asserts survive); up to 256 new tokens; sam
 temperature 0.6, top_p 0.95, one sample per problem; pass@1.
 
 Scoring executes every sample in the sandbox (dpt_dist/sandbox.py) against the problem's
-test_setup_code, then its test_list; only with the caller's explicit opt-in.
+test_setup_code, then its test_list; only with the caller's explicit opt-in. The asserts are
+judged outside the program; each job names the reference solution's top-level definitions so
+that a function the problem asks for under a builtin's name (problem 126: `sum`) is the
+program's, while every other builtin in an assert stays the real one.
 
 Example ids (`id`): the problem's `task_id` (kept as its own column too).
 """
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from math import comb
@@ -183,6 +187,23 @@ def read_completions(path: str | Path) -> list[tuple[int, str]]:
     return samples
 
 
+def defined_names(code: str | None) -> list[str]:
+    """The top-level functions, classes and variables a (reference) solution defines: the names
+    its tests mean as the program's own (imports are not: `math` in an assert is the real one)."""
+    try:
+        body = ast.parse(code or "").body
+    except (SyntaxError, ValueError):
+        return []
+    names = []
+    for node in body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.append(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names += [n.id for t in targets for n in ast.walk(t) if isinstance(n, ast.Name)]
+    return names
+
+
 # ---- pass@k ------------------------------------------------------------------------------------
 def pass_at_k(n: int, c: int, k: int) -> float:
     """Unbiased estimator (Chen et al. 2021): 1 - C(n-c, k) / C(n, k), for n samples of which c pass."""
@@ -222,8 +243,14 @@ def execute(
         raise DataError(
             f"completions name task_id(s) not in the data: {unknown[:10]}{' ...' if len(unknown) > 10 else ''}"
         )
+    names = {tid: defined_names(problems[tid].get("code")) for tid in {tid for tid, _ in samples}}
     jobs = [
-        {"setup": problems[tid]["test_setup_code"], "program": code, "tests": "\n".join(problems[tid]["test_list"])}
+        {
+            "setup": problems[tid]["test_setup_code"],
+            "program": code,
+            "tests": "\n".join(problems[tid]["test_list"]),
+            "names": names[tid],
+        }
         for tid, code in samples
     ]
     with SandboxPool(workers=workers, limits=limits) as pool:
@@ -343,9 +370,10 @@ def _format(row):
 
 def score(samples: list[list[str]], examples, *, allow_code_execution: bool):
     """Execute the (cut) samples of every problem: pass@k, and one result row per problem."""
+    references = examples["target"] if "target" in _columns(examples) else [None] * len(examples["task_id"])
     problems = {
-        tid: {"test_setup_code": setup, "test_list": tests}
-        for tid, setup, tests in zip(examples["task_id"], examples["setup"], examples["tests"])
+        tid: {"test_setup_code": setup, "test_list": tests, "code": code}
+        for tid, setup, tests, code in zip(examples["task_id"], examples["setup"], examples["tests"], references)
     }
     flat = [(tid, code) for tid, codes in zip(examples["task_id"], samples) for code in codes]
     sample_rows, problem_rows_out, summary = execute(problems, flat, allow_code_execution=allow_code_execution)
@@ -359,6 +387,12 @@ def score(samples: list[list[str]], examples, *, allow_code_execution: bool):
     ]
     order = {row["task_id"]: row for row in details}
     return metrics, [order[tid] for tid in examples["task_id"]]
+
+
+def _columns(examples) -> list[str]:
+    """A datasets.Dataset's columns, or a dict's keys."""
+    names = getattr(examples, "column_names", None)
+    return list(examples.keys()) if names is None else list(names)
 
 
 for _name, _sanitized in (("mbpp", False), ("mbpp-sanitized", True)):
