@@ -3,7 +3,8 @@
 #   bash launch/mbpp_node.sh [PRESET|CONFIG.yaml] [--section.key value ...]
 #   bash launch/mbpp_node.sh lora-mbpp-deepseek-coder-1.3b          # the LoRA baseline
 #   NUM_GPUS=4 OUT=runs/mbpp-adept bash launch/mbpp_node.sh adept-mbpp-deepseek-coder-1.3b --model.name /models/ds-coder-1.3b
-# 1. trains the prompt on task_id 1-487 with ZeRO-3 over all GPUs, samples one completion per
+# 1. trains the prompt on task_id 1-487 over all GPUs (placement `auto`: the frozen model replicated
+#    when it fits on one GPU, ZeRO-3 otherwise; `dpt-dist plan` shows which), samples one completion per
 #    test problem (488-974) on every rank, runs them in the sandbox on rank 0, and logs pass@1
 #    (TensorBoard eval/validation/pass@1; metrics.json; per-problem results in predictions/);
 # 2. re-scores the written completions standalone with `dpt-dist eval-mbpp` (summary.json).

@@ -300,7 +300,18 @@ def test_the_launch_recipe_trains_samples_and_executes_on_two_zero3_ranks(tmp_pa
         "VENV": str(BIN.parent),
     }
     proc = subprocess.run(
-        ["bash", "launch/mbpp_node.sh", "adept-mbpp-deepseek-coder-1.3b", "--model.name", "tiny-llama", *SMALL_RUN],
+        # the preset's placement is `auto` (a tiny model is replicated); ZeRO-3 is named so the
+        # sharded path is the one exercised
+        [
+            "bash",
+            "launch/mbpp_node.sh",
+            "adept-mbpp-deepseek-coder-1.3b",
+            "--model.name",
+            "tiny-llama",
+            "--deepspeed.config",
+            "zero3",
+            *SMALL_RUN,
+        ],
         cwd=ROOT,
         env=env,
         capture_output=True,
