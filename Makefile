@@ -34,7 +34,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
-	$(CPU_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider tests
+	$(CPU_ENV) $(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 tests
 
 lint: $(STAMP)  # fix what the linter and the formatter can fix themselves
 	$(BIN)/ruff check --fix . && $(BIN)/ruff format .
